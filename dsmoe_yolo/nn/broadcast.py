@@ -1,0 +1,80 @@
+"""Stage 6: "space broadcasting", a modulated deformable convolution steered by visual, geometric and text context.
+
+Adopted formulation (PAPER.md stage 6):
+
+    Fe      = CBS1x1(G)                                    G: HyperbolicAlign output (log-mapped ball features)
+    ctx     = [F; Fe; broadcast(TextPool(F, T))]
+    om      = PW1x1(DW3x3(ctx))                            2*k*k offsets and k*k mask logits (zero-initialised)
+    out     = SiLU(BN(deform_conv2d(F, offsets, W, mask=sigmoid(mask logits)))) (+ F if widths match)
+
+Departure: the paper's ``Fm = Up(Concat(F, Fe))`` upsamples; here G and F share one resolution, so no upsampling.
+Export: ``torchvision.ops.deform_conv2d`` maps to ONNX ``DeformConv`` (opset >= 19) through the symbolic that
+``dsmoe_yolo.export`` registers when an export starts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torchvision.ops import deform_conv2d
+from ultralytics.nn.modules import Conv
+
+from dsmoe_yolo.nn.base import YAMLLayer
+from dsmoe_yolo.nn.fusion import TextPool
+
+__all__ = ("SpaceBroadcast",)
+
+
+class SpaceBroadcast(YAMLLayer):
+    """Text-modulated deformable k x k convolution of the visual map.
+
+    YAML: ``[[f, g, t], 1, SpaceBroadcast, [1024]]``: visual map, HyperbolicAlign output, ClassText.
+
+    Args:
+        c1 (list[int]): [visual channels, geometric channels, text width] (filled by the builder).
+        c2 (int): Output channels (width-scaled).
+        k (int): Deformable kernel size.
+
+    Examples:
+        >>> sb = SpaceBroadcast([32, 8, 16], 32)
+        >>> sb([torch.randn(2, 32, 6, 5), torch.randn(2, 8, 6, 5), torch.randn(3, 16)]).shape
+        torch.Size([2, 32, 6, 5])
+    """
+
+    yaml_channels = "declared"
+    multi_input = True
+
+    def __init__(self, c1: list[int], c2: int, k: int = 3):
+        super().__init__()
+        if len(c1) != 3:
+            raise ValueError(f"SpaceBroadcast takes [visual, geometric, text] inputs, got {len(c1)} inputs")
+        if k % 2 != 1:
+            raise ValueError(f"SpaceBroadcast kernel size must be odd, got {k}")
+        c, c_geo, d_text = c1
+        ce = max(c // 4, 8)
+        self.k = k
+        self.compress = Conv(c_geo, ce, 1)
+        self.text = TextPool(c, d_text, ce)
+        cin = c + 2 * ce
+        self.offset_dw = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)
+        self.offset_pw = nn.Conv2d(cin, 3 * k * k, 1)
+        nn.init.zeros_(self.offset_pw.weight)  # start as a plain conv: zero offsets, mask 0.5 (DCNv2 init)
+        nn.init.zeros_(self.offset_pw.bias)
+        self.weight = nn.Parameter(torch.empty(c2, c, k, k))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.bn = nn.BatchNorm2d(c2)
+        self.act = nn.SiLU()
+        self.residual = c2 == c
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Map [F (B, c, H, W), G (B, c_geo, H, W), T (nc, d)] to (B, c2, H, W)."""
+        feats, geo, text = x
+        t = self.text(feats, text)[:, :, None, None].expand(-1, -1, *feats.shape[2:])
+        om = self.offset_pw(self.offset_dw(torch.cat([feats, self.compress(geo), t], 1)))
+        kk = self.k * self.k
+        offset, mask = om[:, : 2 * kk], torch.sigmoid(om[:, 2 * kk :])
+        y = deform_conv2d(feats, offset, self.weight.to(feats.dtype), None, padding=self.k // 2, mask=mask)
+        y = self.act(self.bn(y))
+        return y + feats if self.residual else y

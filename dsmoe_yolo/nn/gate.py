@@ -1,0 +1,111 @@
+"""Stage 7: the text-visual co-attention gate that picks top-k experts per image.
+
+Adopted formulation (PAPER.md stage 7):
+
+    v    = MLP_v(GAP F)                     (B, h)   MLP: 2 hidden layers of 128, SiLU
+    t    = MLP_t(T)                         (nc, h)
+    tbar = softmax(v t^T / sqrt(h)) t       (B, h)   visual attends over the classes' text (co-attention)
+    q    = LN(v + v * tbar)                 (B, h)
+    g    = softmax(q K^T / sqrt(h) / tau)   (B, N)   K: learnable expert keys, tau: learnable temperature
+    keep the top k of g per image, renormalised;  k = ceil(log2 N) by default (N = 32 -> 5)
+
+The temperature is stored as log(tau), initialised at log(0.1) and clamped to [0.01, 10] so it can neither collapse
+to 0 nor overflow. Routing itself is the small pure function :func:`route`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ("ExpertGate", "route", "default_top_k", "mlp")
+
+LOG_TAU_RANGE = (math.log(1e-2), math.log(10.0))
+
+
+def default_top_k(n_experts: int) -> int:
+    """k = ceil(log2 N), at least 1 (N = 32 -> 5)."""
+    return max(1, math.ceil(math.log2(n_experts)))
+
+
+def route(logits: torch.Tensor, k: int, tau: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax routing with temperature, top-k per row, weights renormalised over the kept k.
+
+    Args:
+        logits: (B, N) gate logits.
+        k: Experts kept per row.
+        tau: Temperature (> 0).
+
+    Returns:
+        weights (B, k) summing to 1 per row, indices (B, k), probs (B, N) full softmax (fp32, for balancing).
+
+    Examples:
+        >>> w, i, p = route(torch.tensor([[0.0, 1.0, 2.0]]), 2, 1.0)
+        >>> i.tolist(), round(w.sum().item(), 6)
+        ([[2, 1]], 1.0)
+    """
+    probs = torch.softmax(logits.float() / tau, dim=-1)
+    top, indices = probs.topk(k, dim=-1)
+    weights = top / top.sum(-1, keepdim=True).clamp_min(1e-12)
+    return weights, indices, probs
+
+
+def mlp(c_in: int, hidden: int = 128, c_out: int | None = None) -> nn.Sequential:
+    """Projector with two hidden layers: Linear-SiLU-Linear-SiLU-Linear."""
+    return nn.Sequential(
+        nn.Linear(c_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, c_out or hidden)
+    )
+
+
+class ExpertGate(nn.Module):
+    """Pick ``top_k`` of ``n_experts`` per image from visual features and class text.
+
+    Args:
+        c_vis (int): Visual channels.
+        d_text (int): Text width.
+        n_experts (int): N.
+        top_k (int, optional): k; default ceil(log2 N).
+        hidden (int): Projector width (128 in the paper).
+        tau (float): Initial temperature (0.1 in the paper).
+
+    Examples:
+        >>> gate = ExpertGate(32, 16, n_experts=8)
+        >>> w, i, p = gate(torch.randn(4, 32, 5, 5), torch.randn(3, 16))
+        >>> w.shape, i.shape, p.shape
+        (torch.Size([4, 3]), torch.Size([4, 3]), torch.Size([4, 8]))
+    """
+
+    def __init__(self, c_vis: int, d_text: int, n_experts: int, top_k: int | None = None, hidden: int = 128, tau: float = 0.1):
+        super().__init__()
+        self.n_experts = n_experts
+        self.top_k = default_top_k(n_experts) if top_k is None else int(top_k)
+        if not 1 <= self.top_k <= n_experts:
+            raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({n_experts})")
+        if not 1e-2 <= tau <= 10:
+            raise ValueError(f"gate temperature tau={tau} must be in [0.01, 10]")
+        self.visual = mlp(c_vis, hidden)
+        self.textual = mlp(d_text, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.keys = nn.Parameter(torch.randn(n_experts, hidden) * hidden**-0.5)
+        self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
+        self.scale = hidden**-0.5
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """Temperature, clamped to [0.01, 10]."""
+        return self.log_tau.clamp(*LOG_TAU_RANGE).exp()
+
+    def logits(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Gate logits (B, N) for visual (B, c, H, W) and text (nc, d)."""
+        v = self.visual(F.adaptive_avg_pool2d(feats, 1).flatten(1))
+        t = self.textual(text)
+        tbar = torch.softmax(v @ t.T * self.scale, dim=-1) @ t
+        q = self.norm(v + v * tbar)
+        return q @ self.keys.T * self.scale
+
+    def forward(self, feats: torch.Tensor, text: torch.Tensor):
+        """Return (weights (B, k), indices (B, k), probs (B, N))."""
+        return route(self.logits(feats, text), self.top_k, self.tau.float())

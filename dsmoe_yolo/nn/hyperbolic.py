@@ -1,0 +1,122 @@
+"""Stage 5: hyperbolic alignment of visual features with class text on a Poincare ball (geoopt).
+
+Adopted formulation (PAPER.md stage 5). Per pixel p with visual vector F_p and class embeddings T_k:
+
+    z_p  = exp0_c(clamp(W_v F_p))                      visual point on the ball
+    a_k  = proj_c(exp0_c(clamp(W_t T_k)))              text anchors
+    w_pk = softmax_k(-d_c(z_p, a_k) / tau)             pixel-to-class weights from geodesic distance
+    ctx  = exp0_c(sum_k w_pk log0_c(a_k))              weighted log0-mean of the anchors
+    out  = log0_c(proj_c(z_p (+)_c (lambda (x)_c ctx)))   Mobius fusion, mapped back to the tangent space
+
+The curvature c > 0 is learnable, stored as log(c) and clamped in log space to [1e-2, 10]; tau and lambda are
+learnable too. Departures: the context is the weighted log0-mean of the anchors (PAPER.md allows it instead of the
+gyro-midpoint). The whole stage runs as an fp32 island (autocast off) and clamps tangent vectors before ``tanh``, so
+inputs of norm 0, 1e-8 or 1e4, and points at the ball boundary, stay finite.
+
+Optional losses (weights set in the loss config, computed here and exposed through ``aux_outputs``):
+- ``hyp_order``: parent-child ordering d(0, a_parent) + margin <= d(0, a_child) for a class ``hierarchy``
+  (list of parent indices, -1 for roots), PAPER.md Eq. 12;
+- ``hyp_angle``: angle preservation, mean squared difference between the cosine similarities of the class texts
+  and of their tangent anchors, Eq. 13.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsmoe_yolo.nn import poincare as ball
+from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, is_tracing
+
+__all__ = ("HyperbolicAlign",)
+
+LOG_C_RANGE = (math.log(1e-2), math.log(10.0))
+LOG_TAU_RANGE = (math.log(1e-2), math.log(1e2))
+
+
+class HyperbolicAlign(YAMLLayer):
+    """Align visual features (B, c, H, W) with class text (nc, d) on a learnable-curvature Poincare ball.
+
+    YAML: ``[[f, t], 1, HyperbolicAlign, [64]]`` with ``f`` the visual map and ``t`` the ``ClassText`` row.
+
+    Args:
+        c1 (list[int]): [visual channels, text width] (filled by the builder).
+        c2 (int): Hyperbolic (ball) dimension of the output, width-scaled by the builder.
+        curvature (float): Initial c.
+        hierarchy (list[int], optional): Parent class index per class (-1 for roots) for the ordering loss.
+        margin (float): Margin of the ordering loss.
+
+    Returns (forward):
+        (B, c2, H, W) tangent-space fused features.
+
+    Examples:
+        >>> layer = HyperbolicAlign([32, 16], 8)
+        >>> layer([torch.randn(2, 32, 5, 6), torch.randn(3, 16)]).shape
+        torch.Size([2, 8, 5, 6])
+    """
+
+    yaml_channels = "declared"
+    multi_input = True
+
+    def __init__(self, c1: list[int], c2: int, curvature: float = 1.0, hierarchy: list[int] | None = None, margin: float = 0.1):
+        super().__init__()
+        if len(c1) != 2:
+            raise ValueError(f"HyperbolicAlign takes [visual, text] inputs, got {len(c1)} inputs")
+        if not 1e-2 <= curvature <= 10:
+            raise ValueError(f"HyperbolicAlign curvature must be in [0.01, 10], got {curvature}")
+        c_vis, d_text = c1
+        self.visual = nn.Conv2d(c_vis, c2, 1)
+        self.text = nn.Linear(d_text, c2)
+        self.log_c = nn.Parameter(torch.tensor(math.log(curvature)))
+        self.log_tau = nn.Parameter(torch.tensor(0.0))
+        self.fusion_scale = nn.Parameter(torch.tensor(0.5))
+        self.hierarchy = list(hierarchy) if hierarchy else None
+        self.margin = margin
+
+    @property
+    def curvature(self) -> torch.Tensor:
+        """Positive curvature magnitude c, clamped to [1e-2, 10]."""
+        return self.log_c.clamp(*LOG_C_RANGE).exp()
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Fuse [F (B, c, H, W), T (nc, d)] into (B, c2, H, W)."""
+        feats, text = x
+        dtype = feats.dtype
+        with torch.autocast(device_type=feats.device.type, enabled=False):  # fp32 island
+            c = self.curvature.float()
+            tau = self.log_tau.float().clamp(*LOG_TAU_RANGE).exp()
+            b, _, h, w = feats.shape
+            v = self.visual.float()(feats.float()).flatten(2).transpose(1, 2)  # (B, HW, D)
+            z = ball.project(ball.expmap0(ball.clamp_tangent(v, c), c), c)
+            t = self.text.float()(text.float())  # (nc, D)
+            anchors = ball.project(ball.expmap0(ball.clamp_tangent(t, c), c), c)  # (nc, D)
+            d = ball.dist(z[:, :, None, :], anchors[None, None], c)  # (B, HW, nc)
+            weights = torch.softmax(-d / tau, dim=-1)
+            anchors_t = ball.logmap0(anchors, c)  # (nc, D)
+            ctx = ball.project(ball.expmap0(ball.clamp_tangent(weights @ anchors_t, c), c), c)
+            fused = ball.mobius_add(z, ball.mobius_scalar_mul(self.fusion_scale.float(), ctx, c), c)
+            out = ball.logmap0(ball.project(fused, c), c)
+            if not is_tracing():
+                self._record_losses(text.float(), anchors, anchors_t, c)
+        return out.transpose(1, 2).reshape(b, -1, h, w).to(dtype)
+
+    def _record_losses(self, text, anchors, anchors_t, c) -> None:
+        aux = aux_outputs(self)
+        cos_text = F.normalize(text, dim=-1) @ F.normalize(text, dim=-1).T
+        cos_ball = F.normalize(anchors_t, dim=-1) @ F.normalize(anchors_t, dim=-1).T
+        aux["hyp_angle"] = (cos_text - cos_ball).pow(2).mean()
+        if self.hierarchy:
+            if len(self.hierarchy) != len(anchors):
+                raise ValueError(
+                    f"HyperbolicAlign hierarchy lists {len(self.hierarchy)} parents but the model has {len(anchors)} "
+                    f"classes; give one parent index (or -1) per class"
+                )
+            parents = torch.tensor(self.hierarchy, device=anchors.device)
+            has_parent = parents >= 0
+            if has_parent.any():
+                d0 = 2 * ball.logmap0(anchors, c).norm(dim=-1)  # d(0, a) = 2 artanh(sqrt(c)|a|)/sqrt(c) = |log0(a)|*2
+                child, parent = d0[has_parent], d0[parents[has_parent]]
+                aux["hyp_order"] = F.relu(parent - child + self.margin).mean()

@@ -1,0 +1,115 @@
+"""Stage 2: class text embeddings held by the model and refined by self-attention ("semantic distillation").
+
+``ClassText`` is the model's text node. It holds the frozen-LLM class embeddings ``T0`` as a buffer of shape
+``(nc, embed_dim)`` (bound by the text pipeline, saved in every checkpoint) and outputs the refined class
+embeddings ``T`` of shape ``(nc, c2)`` that the text-guided layers take as one of their inputs (``from: [..., t]``).
+
+Adopted formulation (PAPER.md stage 2), with one departure said here: ``T0`` is first projected to the model's text
+width ``c2`` (Linear + LayerNorm); the self-attention then runs at ``c2``. The paper runs it at the LLM width (1536
+for DeepSeek-R1-Distill-Qwen-1.5B), which would make this one layer ~9.4 M parameters.
+
+    T0' = LN(W T0) + s * PE(class index)        PE: sinusoidal, s: learnable scale
+    T   = LN(T0' + MHA(T0', T0', T0'))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dsmoe_yolo.nn.base import YAMLLayer
+
+__all__ = ("ClassText", "sinusoidal_encoding")
+
+
+def sinusoidal_encoding(n: int, dim: int) -> torch.Tensor:
+    """Return the (n, dim) sinusoidal encoding of positions 0..n-1 (Vaswani et al.)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(n, dim)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return pe
+
+
+class ClassText(YAMLLayer):
+    """The model's class-text node: frozen class embeddings in, refined class embeddings (nc, c2) out.
+
+    YAML: ``[-1, 1, ClassText, [256, nc, 384, 4]]`` (text width, classes, embedding width of the frozen encoder,
+    attention heads). The row's input is ignored: text does not depend on the image.
+
+    Args:
+        c1 (int): Channels of the ignored input.
+        c2 (int): Text width of the model (width-scaled by the builder).
+        nc (int): Number of classes.
+        embed_dim (int): Width of the frozen encoder's embeddings (384 for all-MiniLM-L6-v2, 1536 for
+            DeepSeek-R1-Distill-Qwen-1.5B). Binding embeddings of another width rebuilds the input projection.
+        heads (int): Attention heads; must divide ``c2``.
+
+    Attributes:
+        embeddings (Tensor): (nc, embed_dim) buffer of frozen class embeddings, saved in checkpoints.
+        text_meta (dict): Provenance of the bound embeddings (encoder id, prompt hash, class names); empty if unbound.
+
+    Examples:
+        >>> t = ClassText(64, 32, nc=3, embed_dim=16, heads=4)
+        >>> t.bind(torch.randn(3, 16), {"names": ["a", "b", "c"]})
+        >>> t(torch.zeros(1, 64, 8, 8)).shape
+        torch.Size([3, 32])
+    """
+
+    yaml_channels = "declared"
+
+    def __init__(self, c1: int, c2: int, nc: int = 80, embed_dim: int = 384, heads: int = 4):
+        super().__init__()
+        if c2 % heads:
+            raise ValueError(f"ClassText width {c2} must be divisible by heads={heads}; change heads or the width")
+        if nc < 1 or embed_dim < 1:
+            raise ValueError(f"ClassText needs nc >= 1 and embed_dim >= 1, got nc={nc}, embed_dim={embed_dim}")
+        self.c2, self.heads = c2, heads
+        self.register_buffer("embeddings", torch.zeros(nc, embed_dim))
+        self.proj = nn.Sequential(nn.Linear(embed_dim, c2), nn.LayerNorm(c2))
+        self.pos_scale = nn.Parameter(torch.tensor(0.1))
+        self.attn = nn.MultiheadAttention(c2, heads, batch_first=True)
+        self.norm = nn.LayerNorm(c2)
+        self.text_meta: dict = {}
+
+    @property
+    def nc(self) -> int:
+        """Number of classes the embeddings cover."""
+        return self.embeddings.shape[0]
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the frozen encoder's embeddings."""
+        return self.embeddings.shape[1]
+
+    @property
+    def is_bound(self) -> bool:
+        """True once real class embeddings are bound."""
+        return bool(self.text_meta)
+
+    def bind(self, embeddings: torch.Tensor, meta: dict) -> None:
+        """Bind frozen class embeddings (nc, D) and their provenance.
+
+        A different class count resizes the buffer; a different width D rebuilds the input projection (its weights
+        then need training: binding happens before the optimizer is built when training).
+
+        Raises:
+            ValueError: If ``embeddings`` is not a finite 2-D tensor.
+        """
+        if embeddings.ndim != 2 or not torch.isfinite(embeddings).all():
+            raise ValueError(f"class embeddings must be a finite (nc, dim) tensor, got shape {tuple(embeddings.shape)}")
+        ref = self.proj[0].weight
+        if embeddings.shape[1] != self.embed_dim:
+            self.proj[0] = nn.Linear(embeddings.shape[1], self.c2).to(ref.device, ref.dtype)
+        self.embeddings = embeddings.detach().to(self.embeddings.device, self.embeddings.dtype).clone()
+        self.text_meta = dict(meta)
+
+    def forward(self, x=None) -> torch.Tensor:
+        """Return refined class embeddings T: (nc, c2). The input is ignored."""
+        t0 = self.proj(self.embeddings)
+        t0 = t0 + self.pos_scale * sinusoidal_encoding(self.nc, self.c2).to(t0.device, t0.dtype)
+        attended, _ = self.attn(t0[None], t0[None], t0[None], need_weights=False)
+        return self.norm(t0 + attended[0])

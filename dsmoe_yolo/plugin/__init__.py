@@ -1,0 +1,117 @@
+"""Registration of the DS-MoE plugin with Ultralytics: one idempotent ``register()``.
+
+Every hook is listed here with the Ultralytics internal it relies on (``internals.REQUIRED`` names them all and a
+test fails if one is gone). Each hook leaves stock models exactly as they were:
+
+==========================================  ==========================================================================
+hook                                        what it adds
+==========================================  ==========================================================================
+``tasks.<LayerName>``                       DS-MoE layer classes resolvable by name in model YAMLs
+``tasks.parse_model``                       channel plumbing for DS-MoE rows (``plugin.parse``); other YAMLs untouched
+``tasks/engine.model.yaml_model_load``      ``extends:`` / ``default_scale:`` (``dsmoe.yaml`` = scale s, no warning)
+``checks.check_file``, ``data.utils``       bundled YAMLs by bare name from any directory (``plugin.resolve``)
+safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTRALYTICS_SAFE_LOAD=1``
+``cfg.TASK2DATA`` + trainer callback        a DS-MoE model trained without ``data=`` uses ``dsmoe-synth.yaml``, not COCO
+``DEFAULT_CFG`` keys                        ``gamma_p``/``gamma``/``gamma_alpha`` train args (gamma transform)
+``data.dataset.v8_transforms``              inserts the gamma transform when ``gamma_p > 0``
+``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` in a model YAML selects the DS-MoE loss
+``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
+default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics
+==========================================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from dsmoe_yolo import _startup
+
+__all__ = ("register", "is_registered", "expose_layers")
+
+_lock = threading.RLock()
+_done = False
+_exposed = False
+
+
+def is_registered() -> bool:
+    """Return True once ``register()`` has completed in this process."""
+    return _done
+
+
+def register() -> None:
+    """Register every DS-MoE layer and hook with Ultralytics (idempotent, thread-safe).
+
+    Raises:
+        RuntimeError: If an Ultralytics internal the plugin hooks is missing (unsupported Ultralytics version).
+    """
+    global _done
+    if _done:
+        return
+    with _lock:
+        if _done:
+            return
+        from ultralytics.nn import tasks
+
+        from dsmoe_yolo.plugin import hooks, internals, parse, resolve
+
+        internals.check_module(tasks)
+        setattr(tasks, parse.PROBE_NAME, parse.ChannelProbe)
+        if getattr(tasks.parse_model, "_dsmoe_hook", None) != "full":  # a "guard" wrapper (switch off) stays inside
+            tasks.parse_model = parse.make_parse_model(tasks.parse_model)
+        if getattr(tasks.yaml_model_load, "_dsmoe_hook", None) != "full":
+            tasks.yaml_model_load = parse.make_yaml_model_load(tasks.yaml_model_load)
+
+        checks = internals.import_checked("ultralytics.utils.checks")
+        if getattr(checks.check_file, "_dsmoe_hook", None) != "full":
+            checks.check_file = resolve.make_check_file(checks.check_file)
+
+        hooks.install_safe_load(tasks)
+        hooks.install_config()
+        hooks.install_callbacks()
+        hooks.install_criterion(tasks)
+
+        def engine_model(mod):
+            internals.check_module(mod)
+            if getattr(mod.yaml_model_load, "_dsmoe_hook", None) != "full":
+                mod.yaml_model_load = tasks.yaml_model_load
+
+        def data_utils(mod):
+            internals.check_module(mod)
+            if getattr(mod.check_file, "_dsmoe_hook", None) != "full":
+                mod.check_file = checks.check_file
+
+        _startup.after_import("ultralytics.engine.model", engine_model)
+        _startup.after_import("ultralytics.data.utils", data_utils)
+        _startup.after_import("ultralytics.data.dataset", hooks.install_transforms)
+        _startup.after_import("ultralytics.models.yolo.detect.train", hooks.install_trainer)
+        _done = True
+        nn_module = sys.modules.get("dsmoe_yolo.nn")
+        if nn_module is None or not getattr(nn_module.__spec__, "_initializing", False):
+            expose_layers()  # else dsmoe_yolo.nn is mid-import (it triggered this); it calls expose_layers() at its end
+
+
+def expose_layers() -> None:
+    """Put every DS-MoE layer class into ``ultralytics.nn.tasks`` and the weights-only allow-list (idempotent).
+
+    Separate from ``register()`` because registration can run while ``dsmoe_yolo.nn`` itself is being imported
+    (importing ``ultralytics.nn.modules`` imports ``ultralytics.nn.tasks``, which triggers registration).
+    """
+    global _exposed
+    if _exposed or not _done:
+        return
+    with _lock:
+        if _exposed:
+            return
+        from ultralytics.nn import tasks
+
+        from dsmoe_yolo.nn import LAYERS
+        from dsmoe_yolo.plugin import hooks
+
+        for name, cls in LAYERS.items():
+            existing = getattr(tasks, name, None)
+            if existing is not None and existing is not cls and not getattr(existing, "__module__", "").startswith("dsmoe_yolo"):
+                raise RuntimeError(f"dsmoe_yolo: ultralytics.nn.tasks already defines '{name}'; refusing to shadow it")
+            setattr(tasks, name, cls)
+        hooks.allow_layer_classes()
+        _exposed = True

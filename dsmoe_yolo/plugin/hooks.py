@@ -1,0 +1,239 @@
+"""The individual Ultralytics hooks installed by ``dsmoe_yolo.plugin.register`` (see that module's table)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dsmoe_yolo import _startup
+from dsmoe_yolo.plugin import internals
+
+DEFAULT_DATA = "dsmoe-synth.yaml"
+# Train args added to Ultralytics' config (valid on the CLI and in cfg= files); inert at their defaults.
+CONFIG_KEYS = {
+    "gamma_p": (0.0, "fraction", "(float) probability of the DS-MoE gamma photometric transform (0 = off)"),
+    "gamma": (1.5, "float", "(float) gamma transform exponent bound: gamma' ~ gamma**U(-1, 1)"),
+    "gamma_gain": (1.0, "float", "(float) gamma transform gain alpha: out = alpha * in**gamma'"),
+}
+
+
+class DefaultData(str):
+    """The task's default dataset name, marked so the plugin can tell "no data= given" from an explicit choice."""
+
+
+def is_dsmoe_source(model) -> bool:
+    """True if ``model`` (module, YAML path or ``.pt`` path) is a DS-MoE model."""
+    from dsmoe_yolo.nn.base import YAMLLayer
+
+    if isinstance(model, nn.Module):
+        return any(isinstance(m, YAMLLayer) for m in model.modules())
+    path = str(model or "")
+    if path.endswith((".yaml", ".yml")):
+        from ultralytics.nn import tasks
+
+        from dsmoe_yolo.nn import LAYERS
+
+        try:
+            d = tasks.yaml_model_load(path)
+        except Exception:
+            return False
+        return any(isinstance(r[2], str) and r[2] in LAYERS for r in [*d.get("backbone", []), *d.get("head", [])])
+    if path.endswith(".pt") and Path(path).is_file():
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any(b"dsmoe_yolo" in z.read(n) for n in z.namelist() if n.endswith(".pkl"))
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
+
+
+def _classes_of(module) -> set[type]:
+    return {
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+    }
+
+
+def _allow(classes) -> None:
+    torch.serialization.add_safe_globals(sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"))
+
+
+def _allow_encoder_classes() -> None:
+    """Allow TinyViT's classes (``ultralytics.models.sam``), once ``ultralytics.models`` is fully imported."""
+    try:
+        import ultralytics.models.sam.modules.tiny_encoder as tiny
+    except ImportError:  # ultralytics.models still initialising: nothing can be loaded yet anyway
+        return
+    _allow(_classes_of(tiny))
+
+
+def allow_layer_classes() -> None:
+    """Allow every DS-MoE class and the torchvision ResNet classes our layers hold in weights-only loads."""
+    import torchvision.models.resnet as resnet
+
+    import dsmoe_yolo.nn as dnn
+
+    classes = {resnet.ResNet, resnet.Bottleneck, resnet.BasicBlock}
+    for module in dnn.submodules():
+        classes |= _classes_of(module)
+    _allow(classes)
+
+
+def install_safe_load(tasks) -> None:
+    """Wrap ``tasks.torch_safe_load`` to allow TinyViT's classes (and ours) before any checkpoint is unpickled.
+
+    TinyViT lives under ``ultralytics.models``, which is mid-import while the plugin registers, so its classes can
+    only be allowed lazily, by the loader behind every checkpoint load.
+    """
+    stock = tasks.torch_safe_load
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def torch_safe_load(weight, *args, **kwargs):
+        from dsmoe_yolo.plugin import expose_layers
+
+        expose_layers()
+        _allow_encoder_classes()
+        return stock(weight, *args, **kwargs)
+
+    torch_safe_load._dsmoe_hook, torch_safe_load.stock = "full", stock
+    tasks.torch_safe_load = torch_safe_load
+
+
+def install_config() -> None:
+    """Add the DS-MoE train args to Ultralytics' default config and its type tables."""
+
+    def add(cfg):
+        internals.check_module(cfg)
+        for key, (default, kind, _) in CONFIG_KEYS.items():
+            if key in cfg.DEFAULT_CFG_DICT and not hasattr(cfg, "_dsmoe_config"):
+                raise RuntimeError(f"dsmoe_yolo: ultralytics now defines the train arg '{key}'; refusing to shadow it")
+            cfg.DEFAULT_CFG_DICT[key] = default
+            setattr(cfg.DEFAULT_CFG, key, default)
+            table = "CFG_FRACTION_KEYS" if kind == "fraction" else "CFG_FLOAT_KEYS"
+            setattr(cfg, table, frozenset(getattr(cfg, table)) | {key})
+        for task, name in list(cfg.TASK2DATA.items()):
+            if not isinstance(name, DefaultData):
+                cfg.TASK2DATA[task] = DefaultData(name)
+        cfg._dsmoe_config = True
+
+    _startup.after_import("ultralytics.cfg", add)
+
+
+def _default_data(trainer) -> None:
+    """on_pretrain_routine_start: a DS-MoE model trained without ``data=`` uses the bundled synthetic set."""
+    if isinstance(trainer.args.data, DefaultData) and is_dsmoe_source(trainer.args.model):
+        from ultralytics.utils import LOGGER
+
+        LOGGER.info(
+            f"DS-MoE: no 'data=' given, training on the bundled synthetic set 'data={DEFAULT_DATA}' "
+            f"(not '{trainer.args.data}'). Pass data=your.yaml for your own data."
+        )
+        trainer.args.data = DEFAULT_DATA
+
+
+def _set_epoch(trainer) -> None:
+    """on_train_epoch_start: let layers with a ``set_epoch`` (encoder freezing) know the epoch."""
+    model = getattr(trainer.model, "module", trainer.model)  # DDP-wrapped or not; the EMA copy has no gradients
+    for m in model.modules():
+        if hasattr(m, "set_epoch") and hasattr(m, "freeze_epochs"):
+            m.set_epoch(trainer.epoch)
+
+
+_LAZY_CALLBACKS: dict = {}
+
+
+def _lazy(module: str, name: str):
+    """A callback that imports ``module.name`` on first call (the same function object for the same target)."""
+    key = (module, name)
+    if key not in _LAZY_CALLBACKS:
+
+        def callback(obj):
+            return getattr(importlib.import_module(module), name)(obj)
+
+        callback.__name__ = callback.__qualname__ = f"dsmoe_{name}"
+        _LAZY_CALLBACKS[key] = callback
+    return _LAZY_CALLBACKS[key]
+
+
+def install_callbacks() -> None:
+    """Append the plugin's callbacks to Ultralytics' default callbacks (every trainer/validator copies them)."""
+    from ultralytics.utils.callbacks import base
+
+    internals.check_module(base)
+    wanted = {
+        "on_pretrain_routine_start": [_default_data],
+        "on_train_epoch_start": [_set_epoch],
+        "on_val_start": [_lazy("dsmoe_yolo.routing_report", "on_val_start")],
+        "on_val_batch_end": [_lazy("dsmoe_yolo.routing_report", "on_val_batch_end")],
+        "on_val_end": [_lazy("dsmoe_yolo.routing_report", "on_val_end")],
+        "on_export_start": [_lazy("dsmoe_yolo.export", "on_export_start")],
+    }
+    for event, fns in wanted.items():
+        for fn in fns:
+            if fn not in base.default_callbacks[event]:
+                base.default_callbacks[event].append(fn)
+
+
+def install_criterion(tasks) -> None:
+    """``DetectionModel.init_criterion``: a YAML with ``loss: qfocal_ciou`` gets the DS-MoE loss; others stock."""
+    cls = tasks.DetectionModel
+    stock = cls.init_criterion
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def init_criterion(self):
+        from dsmoe_yolo.loss import criterion_for
+
+        return criterion_for(self) or stock(self)
+
+    init_criterion._dsmoe_hook, init_criterion.stock = "full", stock
+    cls.init_criterion = init_criterion
+
+
+def install_trainer(module) -> None:
+    """``DetectionTrainer.set_model_attributes``: bind class-text embeddings from the data before the optimizer."""
+    internals.check_module(module)
+    cls = module.DetectionTrainer
+    stock = cls.set_model_attributes
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def set_model_attributes(self):
+        stock(self)
+        from dsmoe_yolo.text.binding import bind_for_training
+
+        bind_for_training(self)
+
+    set_model_attributes._dsmoe_hook, set_model_attributes.stock = "full", stock
+    cls.set_model_attributes = set_model_attributes
+
+
+def install_transforms(module) -> None:
+    """``data.dataset.v8_transforms``: insert the gamma transform after RandomHSV when ``gamma_p > 0``."""
+    internals.check_module(module)
+    internals.import_checked("ultralytics.data.augment")
+    stock = module.v8_transforms
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def v8_transforms(dataset, imgsz, hyp, *args, **kwargs):
+        transforms = stock(dataset, imgsz, hyp, *args, **kwargs)
+        from dsmoe_yolo.augment import insert_gamma_transform
+
+        return insert_gamma_transform(transforms, hyp)
+
+    v8_transforms._dsmoe_hook, v8_transforms.stock = "full", stock
+    module.v8_transforms = v8_transforms
+
+
+def loaded_modules() -> list[str]:
+    """Names of the hooked Ultralytics modules already imported (diagnostics)."""
+    return [name for name in internals.REQUIRED if name in sys.modules]

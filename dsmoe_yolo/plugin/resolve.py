@@ -1,0 +1,37 @@
+"""Bare-name resolution of bundled files (``dsmoe.yaml``, ``dsmoe-synth.yaml``, ``paper.yaml``) from any directory.
+
+Stock ``check_file`` looks in the working directory, then inside the ultralytics package and site-packages, never
+in an editable install's source tree. The wrapper answers from the bundled ``cfg/`` and ``datasets/`` folders first
+(after the working directory, so a local file of the same name still wins) and explains misses of ``dsmoe*`` names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dsmoe_yolo.assets import bundled_names, find_bundled
+
+
+def make_check_file(stock_check_file):
+    """Return a ``check_file`` that resolves bundled DS-MoE files by bare name, else defers to ``stock_check_file``."""
+
+    def check_file(file, *args, **kwargs):
+        name = str(file).strip()
+        if name and "://" not in name and not os.path.exists(name) and Path(name).name == name:
+            hit = find_bundled(name)
+            if hit is not None:
+                return str(hit)
+        try:
+            return stock_check_file(file, *args, **kwargs)
+        except FileNotFoundError:
+            if Path(name).name.lower().startswith("dsmoe"):
+                raise FileNotFoundError(
+                    f"'{name}' does not exist here nor among the bundled DS-MoE files: "
+                    f"{', '.join(bundled_names())} (model YAMLs also resolve with a scale letter, e.g. dsmoe-yolov8n.yaml)"
+                ) from None
+            raise
+
+    check_file._dsmoe_hook = "full"
+    check_file.stock = stock_check_file
+    return check_file

@@ -1,0 +1,1 @@
+"""Text guidance: prompts, frozen-LLM embeddings, caching, binding to models."""
