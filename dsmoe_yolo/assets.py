@@ -24,7 +24,8 @@ def _bundled(name: str) -> Path:
 
 CFG_DIR = _bundled("cfg")
 DATASETS_DIR = _bundled("datasets")
-SEARCH_DIRS = (CFG_DIR / "models", CFG_DIR / "models" / "ablation", CFG_DIR / "train", CFG_DIR / "prompts", DATASETS_DIR)
+# Bare-name lookup order. Prompt files are not here: they share dataset names and are found by the text pipeline.
+SEARCH_DIRS = (CFG_DIR / "models", CFG_DIR / "models" / "ablation", CFG_DIR / "train", DATASETS_DIR)
 
 
 def find_bundled(name: str) -> Path | None:

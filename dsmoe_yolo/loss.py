@@ -1,6 +1,166 @@
-"""DS-MoE detection loss (placeholder until the loss issue lands)."""
+"""DS-MoE detection loss: QFocal + CIoU + DFL + MoE load balance (+ optional alignment terms).
+
+Selected by a model YAML's top-level ``loss:`` key, read by the plugin's ``DetectionModel.init_criterion`` hook, so
+the stock trainer and the validator's lazily built criterion (on the EMA copy) both use it. Without the key the
+stock ``v8DetectionLoss`` is used, unchanged.
+
+    loss: qfocal_ciou                      # defaults below
+    loss: {type: qfocal_ciou, alpha: 0.25, gamma: 1.5, moe: 0.01, balance: cv2, align: 0.0, hyp_angle: 0.0, hyp_order: 0.0}
+
+=============  ===========================================================================================
+term           definition
+=============  ===========================================================================================
+``box_loss``   CIoU on TAL-assigned boxes (Ultralytics' ``BboxLoss``), gain ``box`` (train arg)
+``cls_loss``   Quality Focal Loss on TAL's soft (IoU-aware) targets: BCE(x, y) |y - sigmoid(x)|^gamma
+               (y alpha + (1 - y)(1 - alpha)) as YOLOv5's ``QFocalLoss`` (Li et al. 2020), gain ``cls``
+``dfl_loss``   Distribution Focal Loss as YOLOv8, gain ``dfl``
+``moe_loss``   load balance of every SparseMoE: CV^2 of expert importance (Shazeer et al. 2017) and/or the
+               Switch-Transformer load term N sum_i f_i P_i - 1 (both 0 for uniform routing), weight ``moe``
+``align_loss`` 1 - cos(GAP E, GAP Y) from DifferentiableAggregation, weight ``align`` (listed only if > 0)
+``hyp_loss``   hyperbolic angle + ordering terms from HyperbolicAlign, weights ``hyp_angle``/``hyp_order``
+=============  ===========================================================================================
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from ultralytics.utils.loss import v8DetectionLoss
+from ultralytics.utils.metrics import bbox_iou
+
+from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.nn.base import YAMLLayer, pop_aux_outputs
+
+__all__ = ("QualityFocalLoss", "DSMoEDetectionLoss", "criterion_for", "loss_config", "cv_squared", "switch_balance", "ciou_loss")
+
+LOSS_TYPES = ("qfocal_ciou",)
+DEFAULTS = {"alpha": 0.25, "gamma": 1.5, "moe": 0.01, "balance": "cv2", "align": 0.0, "hyp_angle": 0.0, "hyp_order": 0.0}
 
 
-def criterion_for(model):
-    """Return the DS-MoE criterion if the model YAML asks for one, else None (stock loss)."""
-    return None
+class QualityFocalLoss(nn.Module):
+    """Element-wise Quality Focal Loss on soft targets (YOLOv5's ``QFocalLoss`` without its reduction).
+
+    Args:
+        alpha (float): Weight of positives (0.25).
+        gamma (float): Focusing exponent on |y - sigmoid(x)| (1.5).
+
+    Examples:
+        >>> QualityFocalLoss()(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]])).shape
+        torch.Size([1, 2])
+    """
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 1.5):
+        super().__init__()
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Return the loss of logits ``pred`` against soft targets ``target`` in [0, 1], same shape, no reduction."""
+        bce = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+        prob = pred.sigmoid()
+        alpha = target * self.alpha + (1 - target) * (1 - self.alpha)
+        return bce * alpha * (target - prob).abs().pow(self.gamma)
+
+
+def ciou_loss(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor) -> torch.Tensor:
+    """1 - CIoU per box pair (N, 4) xyxy: the box term of the loss (as Ultralytics' ``BboxLoss``)."""
+    return 1.0 - bbox_iou(pred_xyxy, target_xyxy, xywh=False, CIoU=True).squeeze(-1)
+
+
+def cv_squared(x: torch.Tensor) -> torch.Tensor:
+    """Squared coefficient of variation var(x) / mean(x)^2: 0 for a uniform vector (Shazeer et al. 2017)."""
+    x = x.float()
+    return x.var(unbiased=False) / (x.mean() ** 2 + 1e-10)
+
+
+def switch_balance(probs: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
+    """Switch-Transformer load term N * sum_i f_i P_i - 1 (0 for uniform routing), f from ``load``, P from ``probs``."""
+    n = probs.shape[-1]
+    f = load.float() / load.sum().clamp_min(1)
+    return n * (f * probs.float().mean(0)).sum() - 1
+
+
+def loss_config(yaml: dict) -> dict | None:
+    """Parse a model YAML's ``loss:`` key into the loss settings, or None if absent.
+
+    Raises:
+        ConfigError: For an unknown loss type or setting.
+    """
+    spec = yaml.get("loss") if isinstance(yaml, dict) else None
+    if spec is None:
+        return None
+    spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in LOSS_TYPES:
+        raise ConfigError(f"model YAML 'loss: {kind}' is unknown; use one of {LOSS_TYPES}, or remove the key for the stock loss")
+    unknown = set(spec) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"model YAML 'loss' has unknown settings {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **spec}
+    if cfg["balance"] not in ("cv2", "switch", "both"):
+        raise ConfigError(f"loss balance '{cfg['balance']}' must be cv2, switch or both")
+    for k in ("alpha", "gamma", "moe", "align", "hyp_angle", "hyp_order"):
+        if not isinstance(cfg[k], (int, float)) or cfg[k] < 0:
+            raise ConfigError(f"loss setting {k}={cfg[k]!r} must be a non-negative number")
+    return cfg
+
+
+def criterion_for(model) -> DSMoEDetectionLoss | None:
+    """The DS-MoE criterion for a model whose YAML has ``loss:``, else None (the caller uses the stock loss)."""
+    cfg = loss_config(getattr(model, "yaml", None) or {})
+    return None if cfg is None else DSMoEDetectionLoss(model, **cfg)
+
+
+class DSMoEDetectionLoss(v8DetectionLoss):
+    """v8 detection loss with QFocal classification and the DS-MoE auxiliary terms (see module docstring).
+
+    Returns, like every Ultralytics criterion, ``(loss_vector * batch_size, {name: detached item})``.
+    """
+
+    def __init__(self, model, alpha=0.25, gamma=1.5, moe=0.01, balance="cv2", align=0.0, hyp_angle=0.0, hyp_order=0.0, tal_topk=10):
+        super().__init__(model, tal_topk=tal_topk)
+        self.bce = QualityFocalLoss(alpha, gamma)  # used element-wise by get_assigned_targets_and_loss on TAL soft targets
+        self.weights = {"moe": moe, "align": align, "hyp_angle": hyp_angle, "hyp_order": hyp_order}
+        self.balance = balance
+        self.aux_layers = [m for m in model.modules() if isinstance(m, YAMLLayer)]
+        self.has_moe = any(type(m).__name__ == "SparseMoE" for m in self.aux_layers)
+        extra = ["moe_loss"] if self.has_moe else []
+        extra += ["align_loss"] if align > 0 else []
+        extra += ["hyp_loss"] if hyp_angle > 0 or hyp_order > 0 else []
+        self.loss_names = (*self.loss_names, *extra)
+
+    def auxiliary_terms(self) -> dict[str, torch.Tensor]:
+        """Weighted auxiliary terms from the layers' latest forward (consumed: each forward's aux is read once)."""
+        zero = torch.zeros((), device=self.device)
+        moe, align, hyp = zero, zero, zero
+        for m in self.aux_layers:
+            aux = pop_aux_outputs(m)
+            if "moe_probs" in aux:
+                probs, load = aux["moe_probs"], aux["moe_load"]
+                if self.balance in ("cv2", "both"):
+                    moe = moe + cv_squared(probs.sum(0))
+                if self.balance in ("switch", "both"):
+                    moe = moe + switch_balance(probs, load)
+            if "align" in aux:
+                align = align + aux["align"]
+            if "hyp_angle" in aux:
+                hyp = hyp + self.weights["hyp_angle"] * aux["hyp_angle"]
+            if "hyp_order" in aux:
+                hyp = hyp + self.weights["hyp_order"] * aux["hyp_order"]
+        terms = {}
+        if "moe_loss" in self.loss_names:
+            terms["moe_loss"] = self.weights["moe"] * moe
+        if "align_loss" in self.loss_names:
+            terms["align_loss"] = self.weights["align"] * align
+        if "hyp_loss" in self.loss_names:
+            terms["hyp_loss"] = hyp
+        return {k: v.to(self.device).float().reshape(()) for k, v in terms.items()}
+
+    def loss(self, preds: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Detection terms from the stock pipeline (with QFocal) plus the auxiliary terms."""
+        batch_size = preds["boxes"].shape[0]
+        _, det, items = self.get_assigned_targets_and_loss(preds, batch)
+        extra = self.auxiliary_terms()
+        total = torch.cat([det, torch.stack(list(extra.values()))]) if extra else det
+        items = {**items, **{k: v.detach() for k, v in extra.items()}}
+        return total * batch_size, items

@@ -8,7 +8,9 @@ Adopted formulation (PAPER.md stage 6):
     out     = SiLU(BN(deform_conv2d(F, offsets, W, mask=sigmoid(mask logits)))) (+ F if widths match)
 
 Departure: the paper's ``Fm = Up(Concat(F, Fe))`` upsamples; here G and F share one resolution, so no upsampling.
-Export: ``torchvision.ops.deform_conv2d`` maps to ONNX ``DeformConv`` (opset >= 19) through the symbolic that
+Offsets are made finite and clamped to +-max(H, W) before the deformable convolution in eager mode: torchvision's CPU
+kernel reads out of bounds (a segfault) on NaN offsets, e.g. from uninitialised memory. Inside the range the clamp is
+a no-op. Export: ``torchvision.ops.deform_conv2d`` maps to ONNX ``DeformConv`` (opset >= 19) through the symbolic that
 ``dsmoe_yolo.export`` registers when an export starts.
 """
 
@@ -21,7 +23,7 @@ from torch import nn
 from torchvision.ops import deform_conv2d
 from ultralytics.nn.modules import Conv
 
-from dsmoe_yolo.nn.base import YAMLLayer
+from dsmoe_yolo.nn.base import YAMLLayer, is_tracing
 from dsmoe_yolo.nn.fusion import TextPool
 
 __all__ = ("SpaceBroadcast",)
@@ -75,6 +77,9 @@ class SpaceBroadcast(YAMLLayer):
         om = self.offset_pw(self.offset_dw(torch.cat([feats, self.compress(geo), t], 1)))
         kk = self.k * self.k
         offset, mask = om[:, : 2 * kk], torch.sigmoid(om[:, 2 * kk :])
+        if not is_tracing():  # torchvision's CPU kernel reads out of bounds (segfaults) on NaN offsets
+            lim = float(max(feats.shape[2:]))
+            offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
         y = deform_conv2d(feats, offset, self.weight.to(feats.dtype), None, padding=self.k // 2, mask=mask)
         y = self.act(self.bn(y))
         return y + feats if self.residual else y

@@ -16,9 +16,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ultralytics.nn.modules.transformer import LayerNorm2d
 
-__all__ = ("LocalAnisotropicExpert", "GlobalPyramidExpert", "CrossModalExpert", "ConvAct")
+__all__ = ("LocalAnisotropicExpert", "GlobalPyramidExpert", "CrossModalExpert", "ConvAct", "ChannelLayerNorm")
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of each pixel of (B, C, H, W), written with reductions so it exports to ONNX with
+    dynamic shapes (Ultralytics' ``LayerNorm2d`` passes a traced shape to ``F.layer_norm``, which the legacy exporter
+    rejects)."""
+
+    def __init__(self, c: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight, self.bias, self.eps = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c)), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x.mean(1, keepdim=True)
+        v = (x - u).pow(2).mean(1, keepdim=True)
+        return (x - u) / torch.sqrt(v + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class ConvAct(nn.Sequential):
@@ -76,7 +90,7 @@ class CrossModalExpert(nn.Module):
         self.query = nn.Parameter(torch.randn(d_text) * d_text**-0.5)
         self.visual = nn.Conv2d(c_in, c_out, 1)
         self.textual = nn.Linear(d_text, c_out)
-        self.norm = LayerNorm2d(c_out)
+        self.norm = ChannelLayerNorm(c_out)
         self.act = nn.SiLU()
         self.scale = d_text**-0.5
 

@@ -20,6 +20,7 @@ CONFIG_KEYS = {
     "gamma_p": (0.0, "fraction", "(float) probability of the DS-MoE gamma photometric transform (0 = off)"),
     "gamma": (1.5, "float", "(float) gamma transform exponent bound: gamma' ~ gamma**U(-1, 1)"),
     "gamma_gain": (1.0, "float", "(float) gamma transform gain alpha: out = alpha * in**gamma'"),
+    "text_encoder": ("auto", "str", "(str) DS-MoE text encoder: auto, minilm, deepseek, a hub id or a local folder"),
 }
 
 
@@ -117,7 +118,7 @@ def install_config() -> None:
                 raise RuntimeError(f"dsmoe_yolo: ultralytics now defines the train arg '{key}'; refusing to shadow it")
             cfg.DEFAULT_CFG_DICT[key] = default
             setattr(cfg.DEFAULT_CFG, key, default)
-            table = "CFG_FRACTION_KEYS" if kind == "fraction" else "CFG_FLOAT_KEYS"
+            table = {"fraction": "CFG_FRACTION_KEYS", "float": "CFG_FLOAT_KEYS", "str": "CFG_STR_KEYS"}[kind]
             setattr(cfg, table, frozenset(getattr(cfg, table)) | {key})
         for task, name in list(cfg.TASK2DATA.items()):
             if not isinstance(name, DefaultData):

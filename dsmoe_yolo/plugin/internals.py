@@ -20,7 +20,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "torch_safe_load",
     ),
     "ultralytics.utils.checks": ("check_file", "check_yaml"),
-    "ultralytics.cfg": ("TASK2DATA", "CFG_FLOAT_KEYS", "CFG_FRACTION_KEYS", "DEFAULT_CFG_DICT", "DEFAULT_CFG"),
+    "ultralytics.cfg": ("TASK2DATA", "CFG_FLOAT_KEYS", "CFG_FRACTION_KEYS", "CFG_STR_KEYS", "DEFAULT_CFG_DICT", "DEFAULT_CFG"),
     "ultralytics.engine.model": ("yaml_model_load", "Model.train"),
     "ultralytics.data.utils": ("check_file", "check_det_dataset"),
     "ultralytics.data.dataset": ("v8_transforms", "YOLODataset.build_transforms"),

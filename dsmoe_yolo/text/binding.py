@@ -1,5 +1,156 @@
-"""Binding class-text embeddings to DS-MoE models (filled in with the text issue)."""
+"""Binding class-text embeddings to DS-MoE models: automatically at training, and by ``set_classes``.
+
+Training (``bind_for_training``, run by the plugin right after Ultralytics sets the model's names, before the
+optimizer and EMA are built): the data YAML's ``embeddings:`` file if it names one, else its prompts embedded with
+``text_encoder`` (train arg, default ``auto``), cached. The embeddings, their provenance and the class names then
+live in the model, so every checkpoint carries them and ``predict``/``val``/``export`` never need the encoder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dsmoe_yolo.errors import ConfigError
+
+__all__ = ("bind_for_training", "bind_model", "class_texts", "set_classes", "resolve_embeddings")
 
 
-def bind_for_training(trainer):
-    pass
+def class_texts(model: nn.Module) -> list:
+    """The ``ClassText`` layers of a model (any wrapper: YOLO, DDP, DetectionModel)."""
+    from dsmoe_yolo.nn.text import ClassText
+
+    model = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
+    model = getattr(model, "module", model)
+    return [m for m in model.modules() if isinstance(m, ClassText)]
+
+
+def resolve_embeddings(data: dict, names: list[str], encoder: str = "auto", device: str | None = None, log=None):
+    """Embeddings (nc, D) and meta for a dataset dict (as returned by ``check_det_dataset``)."""
+    from dsmoe_yolo.text.embed import embed_classes, load_embeddings_file, resolve_prompts
+
+    if log is None:
+        from ultralytics.utils import LOGGER
+
+        log = LOGGER.info
+    if data.get("embeddings"):
+        yaml_dir = Path(str(data.get("yaml_file", "."))).parent
+        path = Path(str(data["embeddings"])).expanduser()
+        path = path if path.is_absolute() or path.exists() else yaml_dir / path
+        emb, meta = load_embeddings_file(path, names)
+        log(f"DS-MoE text: class embeddings from {path} ({meta.get('encoder', 'unknown encoder')})")
+        return emb, {"names": list(names), **meta, "source": str(path)}
+    prompts, source = resolve_prompts(data, names, log)
+    emb, meta = embed_classes(names, prompts, model=encoder, device=device, log=log)
+    return emb, {**meta, "source": source}
+
+
+def bind_model(model: nn.Module, embeddings: torch.Tensor, meta: dict) -> int:
+    """Bind embeddings to every ``ClassText`` of ``model``; return how many were bound.
+
+    Raises:
+        ConfigError: If the embedding count differs from the model's class count.
+    """
+    texts = class_texts(model)
+    nc = getattr(getattr(model, "model", [None])[-1], "nc", None) if hasattr(model, "model") else None
+    if nc is not None and len(embeddings) != nc:
+        raise ConfigError(f"{len(embeddings)} class embeddings for a model with nc={nc}; embed exactly the model's classes")
+    for t in texts:
+        t.bind(embeddings, meta)
+    return len(texts)
+
+
+def bind_for_training(trainer) -> None:
+    """Bind class text from the trainer's data, unless the model already holds embeddings for these names."""
+    from ultralytics.utils import LOGGER
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    model = unwrap_model(trainer.model)
+    texts = class_texts(model)
+    if not texts:
+        return
+    names = [str(trainer.data["names"][i]) for i in range(len(trainer.data["names"]))]
+    if all(t.is_bound and t.text_meta.get("names") == names for t in texts):
+        LOGGER.info(f"DS-MoE text: model already holds class embeddings for {names} ({texts[0].text_meta.get('encoder')})")
+        return
+    device = str(trainer.device) if getattr(trainer, "device", None) is not None else None
+    emb, meta = resolve_embeddings(trainer.data, names, getattr(trainer.args, "text_encoder", "auto"), device)
+    bind_model(model, emb.to(next(model.parameters()).device), meta)
+
+
+def set_classes(model, names: list[str], embeddings: torch.Tensor | None = None, encoder: str = "auto", prompts: dict | str | None = None) -> None:
+    """Change a DS-MoE model's classes: names, class text, and the detection head's class count.
+
+    In the spirit of YOLO-World's ``set_classes``. Rows of the head's class convolutions are kept for names the model
+    already knew (matched by name) and initialised fresh for new ones: new classes need fine-tuning before their
+    scores mean anything, because the head is a closed-set classifier.
+
+    Args:
+        model: ``YOLO``/``DSMoE`` wrapper or ``DetectionModel``.
+        names: New class names.
+        embeddings: (len(names), D) embeddings; default: embed ``prompts`` (a dict, a prompt file, or class-name
+            templates) with ``encoder``.
+        encoder: Text encoder spec used when embeddings are computed.
+        prompts: Descriptions per class (dict or prompt-file path).
+    """
+    from ultralytics.nn.modules import Detect
+
+    from dsmoe_yolo.text.embed import embed_classes, template_prompts
+    from dsmoe_yolo.text.prompts import load_prompts
+
+    wrapper = model if not isinstance(model, nn.Module) else None
+    net = wrapper.model if wrapper is not None else model
+    names = [str(n) for n in names]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"set_classes needs unique, non-empty class names, got {names}")
+    texts = class_texts(net)
+    if not texts:
+        raise ConfigError("set_classes needs a DS-MoE model with a ClassText layer")
+    if embeddings is None:
+        table = load_prompts(prompts) if isinstance(prompts, (str, Path)) else (prompts or template_prompts(names))
+        embeddings, meta = embed_classes(names, table, model=encoder)
+    else:
+        embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(names):
+            raise ConfigError(f"set_classes: embeddings must be ({len(names)}, D), got {tuple(embeddings.shape)}")
+        meta = {"encoder": "user-provided", "names": names, "dim": int(embeddings.shape[1])}
+    meta["names"] = names
+
+    head = net.model[-1]
+    if not isinstance(head, Detect):
+        raise ConfigError("set_classes: the model's last layer is not a Detect head")
+    old = [str(v) for v in (net.names.values() if isinstance(net.names, dict) else net.names)]
+    _resize_head(head, old, names)
+    net.yaml["nc"] = len(names)
+    net.names = dict(enumerate(names))
+    net.criterion = None  # rebuilt lazily with the new class count
+    for t in texts:
+        t.bind(embeddings.to(t.embeddings.device), meta)
+    if wrapper is not None:
+        wrapper.predictor = None
+
+
+def _resize_head(head, old: list[str], new: list[str]) -> None:
+    """Give every class branch of ``head`` ``len(new)`` outputs, keeping the rows of known class names."""
+    import math
+
+    keep = {n: old.index(n) for n in new if n in old}
+    for attr in ("cv3", "one2one_cv3"):
+        branches = getattr(head, attr, None)
+        if branches is None:
+            continue
+        for i, seq in enumerate(branches):
+            conv = seq[-1]
+            fresh = nn.Conv2d(conv.in_channels, len(new), 1).to(conv.weight.device, conv.weight.dtype)
+            with torch.no_grad():
+                stride = float(head.stride[i]) if len(head.stride) > i and float(head.stride[i]) > 0 else 8.0 * 2**i
+                fresh.bias.fill_(math.log(5 / len(new) / (640 / stride) ** 2))
+                for j, n in enumerate(new):
+                    if n in keep:
+                        fresh.weight[j] = conv.weight[keep[n]]
+                        fresh.bias[j] = conv.bias[keep[n]]
+            seq[-1] = fresh
+    head.nc = len(new)
+    head.no = head.nc + head.reg_max * 4

@@ -1,0 +1,163 @@
+"""Stage 1 prompts: per-class visual descriptions, read from ``cfg/prompts/<dataset>.yaml`` or written by an LLM.
+
+Prompt files map each class name to several precise visual descriptions::
+
+    model: deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B   # who wrote them (informational)
+    prompts:
+      open:
+        - a copper trace interrupted by a narrow gap of bare substrate
+      short:
+        - ...
+
+``generate_prompts`` asks a causal LLM through transformers (chat template, ``<think>`` reasoning stripped) for
+descriptions of new class names; the file it writes is meant to be read and edited by the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from dsmoe_yolo.errors import ConfigError
+
+__all__ = ("load_prompts", "prompts_for", "prompts_hash", "strip_reasoning", "parse_descriptions", "generate_prompts")
+
+THINK = re.compile(r"<think>.*?(</think>|$)", flags=re.S | re.I)
+SYSTEM = (
+    "You write short, precise visual descriptions of industrial surface defects for a vision model. "
+    "Describe shape, size, texture, contrast and location, and what distinguishes the defect from look-alike classes."
+)
+REQUEST = (
+    "Defect classes in this inspection task: {all}.\nWrite {n} different one-sentence visual descriptions of the "
+    "defect class '{name}'. Make each one separate '{name}' from the other classes. Answer with one description per "
+    "line, no numbering, no extra text."
+)
+
+
+def load_prompts(path: str | Path) -> dict[str, list[str]]:
+    """Read a prompt file and return ``{class name: [descriptions]}``.
+
+    Raises:
+        ConfigError: If the file is missing, unreadable, or a class has no descriptions.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"prompt file '{path}' not found; write one (see cfg/prompts/) or run 'dsmoe prompts data=...'")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"prompt file '{path}' is not valid YAML: {e}") from None
+    prompts = doc.get("prompts") if isinstance(doc, dict) else None
+    if not isinstance(prompts, dict) or not prompts:
+        raise ConfigError(f"prompt file '{path}' needs a 'prompts:' mapping of class name -> list of descriptions")
+    out = {}
+    for name, texts in prompts.items():
+        texts = [texts] if isinstance(texts, str) else texts
+        texts = [str(t).strip() for t in (texts or []) if str(t).strip()]
+        if not texts:
+            raise ConfigError(f"prompt file '{path}': class '{name}' has no descriptions; add at least one")
+        out[str(name)] = texts
+    return out
+
+
+def prompts_for(names: list[str], prompts: dict[str, list[str]], source: str = "prompts") -> list[list[str]]:
+    """Return the descriptions of each class in ``names`` order.
+
+    Raises:
+        ConfigError: If a class has no prompts or the prompts name classes the data does not have.
+    """
+    missing = [n for n in names if n not in prompts]
+    extra = [n for n in prompts if n not in names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no descriptions for data classes {missing}")
+        if extra:
+            parts.append(f"descriptions for classes the data does not have {extra}")
+        raise ConfigError(
+            f"{source}: {'; '.join(parts)} ({len(names)} data classes, {len(prompts)} prompt classes). Make the prompt "
+            f"file's class names match the data YAML's names, or regenerate it with 'dsmoe prompts data=...'"
+        )
+    return [prompts[n] for n in names]
+
+
+def prompts_hash(names: list[str], texts: list[list[str]]) -> str:
+    """Stable hash of the class names and their descriptions (detects edited prompts)."""
+    return hashlib.sha256(json.dumps([names, texts], ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def strip_reasoning(text: str) -> str:
+    """Remove ``<think>...</think>`` reasoning (also an unterminated one) from an LLM answer."""
+    return THINK.sub("", text).strip()
+
+
+def parse_descriptions(answer: str, n: int) -> list[str]:
+    """Turn an LLM answer into at most ``n`` clean one-line descriptions (numbering and bullets removed)."""
+    lines = []
+    for line in strip_reasoning(answer).splitlines():
+        line = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", line).strip().strip('"').strip()
+        if len(line.split()) >= 3 and not line.endswith(":"):
+            lines.append(line)
+    return lines[:n]
+
+
+def generate_prompts(
+    names: list[str],
+    model: str,
+    n: int = 4,
+    device: str | None = None,
+    max_new_tokens: int = 512,
+    seed: int = 0,
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Ask a causal LLM for ``n`` descriptions per class.
+
+    Returns:
+        (prompts, fallbacks): descriptions per class, and the classes for which the LLM gave nothing usable (those
+        get a plain template description, flagged in the written file for the user to edit).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dsmoe_yolo.text.encoder import load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(model)
+    tokenizer = load_tokenizer(path)
+    llm = AutoModelForCausalLM.from_pretrained(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    llm = llm.to(device).eval()
+    torch.manual_seed(seed)
+    prompts, fallbacks = {}, []
+    for name in names:
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": REQUEST.format(all=", ".join(names), n=n, name=name)},
+        ]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = {k: v.to(device) for k, v in ids.items()}
+        with torch.no_grad():
+            out = llm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        texts = parse_descriptions(answer, n)
+        if not texts:
+            fallbacks.append(name)
+            texts = [f"a {name.replace('_', ' ')} defect on an industrial surface"]
+        prompts[name] = texts
+    return prompts, fallbacks
+
+
+def write_prompts(path: str | Path, prompts: dict[str, list[str]], model: str, fallbacks: list[str] = ()) -> Path:
+    """Write a prompt file (with a header telling the user to review it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"# Class descriptions written by {model} with 'dsmoe prompts'. Review and edit them: they drive text guidance.",
+    ]
+    if fallbacks:
+        header.append(f"# The model gave no usable description for {', '.join(fallbacks)}: their entries are templates. EDIT THEM.")
+    body = yaml.safe_dump({"model": model, "prompts": prompts}, sort_keys=False, allow_unicode=True, width=120)
+    path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+    return path
