@@ -46,9 +46,9 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -619,8 +619,8 @@ class _Output:
             raise ConfigError(f"tile={self.tile} is too small; use a tile size of at least 32 px, e.g. tile=640")
         if not 0 <= self.overlap < 1:
             raise ConfigError(f"overlap={self.overlap} must be a fraction in [0, 1), e.g. overlap=0.2")
-        if self.max_size is not None and self.max_size < 32:
-            raise ConfigError(f"max_size={self.max_size} is too small; use at least 32 px")
+        if self.max_size is not None and self.max_size < 1:
+            raise ConfigError(f"max_size={self.max_size} must be a positive number of pixels, e.g. max_size=1280")
         src, dst = src.resolve(), self.dst.resolve()
         if src == dst or any(src == m or m in src.parents for m in self.managed()):
             raise ConfigError(f"dst '{dst}' would overwrite the source '{src}'; write to another folder")
@@ -780,10 +780,11 @@ def _voc_samples(
             continue
         used.add(image)
         sample = _sample(ann, image, image.stem, lookup, tally)
-        if sample is not None:
-            sample.group = sample.group if image.parent in roots else image.parent.name
-            samples.append(sample)
-    return samples + _backgrounds([p for p in index.values() if p not in used], tally)
+        samples += [sample] if sample is not None else []
+    samples += _backgrounds([p for p in index.values() if p not in used], tally)
+    for s in samples:
+        s.group = s.group if s.image.parent in roots else s.image.parent.name
+    return samples
 
 
 def _convert_voc(
@@ -848,7 +849,7 @@ def convert_pku_pcb(
         without annotation), ``ignored`` (boxes skipped by ``ignore_unknown``), ``dataset`` and ``dst``.
     """
     out = _Output(Path(dst), tile, overlap, keep_empty, max_size, link)
-    opts = dict(val=val, seed=seed, background=background, ignore_unknown=ignore_unknown, aliases=aliases)
+    opts = {"val": val, "seed": seed, "background": background, "ignore_unknown": ignore_unknown, "aliases": aliases}
     return _convert_voc(src, out, ("pku-pcb", PKU_PCB_NAMES), {}, (("Annotations",), ("images",)), None, opts)
 
 
@@ -893,7 +894,7 @@ def convert_neu_det(
         Summary dict as :func:`convert_pku_pcb`.
     """
     out = _Output(Path(dst), max_size=max_size, link=link)
-    opts = dict(val=val, seed=seed, background=background, ignore_unknown=ignore_unknown, aliases=aliases)
+    opts = {"val": val, "seed": seed, "background": background, "ignore_unknown": ignore_unknown, "aliases": aliases}
     folders = (("ANNOTATIONS",), ("IMAGES",))
     return _convert_voc(src, out, ("neu-det", NEU_DET_NAMES), {}, folders, _neu_category, opts)
 
@@ -940,7 +941,7 @@ def convert_gc10_det(
         Summary dict as :func:`convert_pku_pcb`.
     """
     out = _Output(Path(dst), tile, overlap, keep_empty, max_size, link)
-    opts = dict(val=val, seed=seed, background=background, ignore_unknown=ignore_unknown, aliases=aliases)
+    opts = {"val": val, "seed": seed, "background": background, "ignore_unknown": ignore_unknown, "aliases": aliases}
     folders = (("lable", "label", "labels", "Annotations"), ("images",))
     return _convert_voc(src, out, ("gc10-det", GC10_DET_NAMES), GC10_DET_ALIASES, folders, None, opts)
 

@@ -7,6 +7,8 @@ Two class attributes tell the plugin's ``parse_model`` wrapper how to fill ``c1`
   row's first arg is ``c2``, width-scaled like ``Conv``'s), or ``"declared_list"`` (the first arg is a list of output
   widths, each scaled; multi-output backbones).
 - ``multi_input``: the row's ``from`` is a list and ``c1`` is the list of its inputs' channels.
+- ``text_inputs``: positions in ``from`` that must be the ``ClassText`` row (checked at build time, so miswired text
+  fails with a clear error instead of a shape error at the first forward).
 
 A trailing mapping in a YAML row's args is passed as keyword arguments, e.g. ``[256, {experts: 32, top_k: 5}]``.
 """
@@ -24,6 +26,8 @@ class YAMLLayer(nn.Module):
 
     yaml_channels: str = "same"  # "same" | "declared" | "declared_list"
     multi_input: bool = False
+    text_inputs: tuple[int, ...] = ()
+    produces_text: bool = False
 
 
 _AUX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -48,6 +52,30 @@ def aux_outputs(module: nn.Module) -> dict:
 def pop_aux_outputs(module: nn.Module) -> dict:
     """Return and clear ``module``'s auxiliary outputs (empty dict if it has none)."""
     return _AUX.pop(module, {})
+
+
+_ROUTING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ROUTING_ON = [False]
+
+
+def record_routing(module: nn.Module, indices: torch.Tensor) -> None:
+    """Log a MoE layer's chosen experts (B, k) for the routing report, only while a report is collecting."""
+    if _ROUTING_ON[0]:
+        _ROUTING.setdefault(module, []).append(indices.detach().cpu())
+
+
+def set_routing_capture(on: bool) -> None:
+    """Start or stop logging routing decisions (the validation report turns it on)."""
+    _ROUTING_ON[0] = bool(on)
+    if not on:
+        _ROUTING.clear()
+
+
+def pop_routing() -> dict:
+    """Return and clear ``{module: [indices (B, k), ...]}`` logged since the last call."""
+    out = dict(_ROUTING.items())
+    _ROUTING.clear()
+    return out
 
 
 def is_tracing() -> bool:

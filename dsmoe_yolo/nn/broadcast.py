@@ -3,11 +3,13 @@
 Adopted formulation (PAPER.md stage 6):
 
     Fe      = CBS1x1(G)                                    G: HyperbolicAlign output (log-mapped ball features)
-    ctx     = [F; Fe; broadcast(TextPool(F, T))]
-    om      = PW1x1(DW3x3(ctx))                            2*k*k offsets and k*k mask logits (zero-initialised)
-    out     = SiLU(BN(deform_conv2d(F, offsets, W, mask=sigmoid(mask logits)))) (+ F if widths match)
+    Fm      = [F; Fe]
+    om      = PW1x1(DW3x3([Fm; broadcast(TextPool(F, T))]))   2*k*k offsets and k*k mask logits (zero-initialised)
+    out     = SiLU(BN(deform_conv2d(Fm, offsets, W, mask=sigmoid(mask logits)))) (+ F if widths match)
 
 Departure: the paper's ``Fm = Up(Concat(F, Fe))`` upsamples; here G and F share one resolution, so no upsampling.
+The deformable convolution reads Fm (visual + geometric), so the hyperbolic features reach the output directly, not
+only through the (zero-initialised) offsets.
 Offsets are made finite and clamped to +-max(H, W) before the deformable convolution in eager mode: torchvision's CPU
 kernel reads out of bounds (a segfault) on NaN offsets, e.g. from uninitialised memory. Inside the range the clamp is
 a no-op. Export: ``torchvision.ops.deform_conv2d`` maps to ONNX ``DeformConv`` (opset >= 19) through the symbolic that
@@ -47,6 +49,7 @@ class SpaceBroadcast(YAMLLayer):
 
     yaml_channels = "declared"
     multi_input = True
+    text_inputs = (2,)
 
     def __init__(self, c1: list[int], c2: int, k: int = 3):
         super().__init__()
@@ -64,7 +67,7 @@ class SpaceBroadcast(YAMLLayer):
         self.offset_pw = nn.Conv2d(cin, 3 * k * k, 1)
         nn.init.zeros_(self.offset_pw.weight)  # start as a plain conv: zero offsets, mask 0.5 (DCNv2 init)
         nn.init.zeros_(self.offset_pw.bias)
-        self.weight = nn.Parameter(torch.empty(c2, c, k, k))
+        self.weight = nn.Parameter(torch.empty(c2, c + ce, k, k))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.bn = nn.BatchNorm2d(c2)
         self.act = nn.SiLU()
@@ -74,12 +77,13 @@ class SpaceBroadcast(YAMLLayer):
         """Map [F (B, c, H, W), G (B, c_geo, H, W), T (nc, d)] to (B, c2, H, W)."""
         feats, geo, text = x
         t = self.text(feats, text)[:, :, None, None].expand(-1, -1, *feats.shape[2:])
-        om = self.offset_pw(self.offset_dw(torch.cat([feats, self.compress(geo), t], 1)))
+        fm = torch.cat([feats, self.compress(geo)], 1)
+        om = self.offset_pw(self.offset_dw(torch.cat([fm, t], 1)))
         kk = self.k * self.k
         offset, mask = om[:, : 2 * kk], torch.sigmoid(om[:, 2 * kk :])
         if not is_tracing():  # torchvision's CPU kernel reads out of bounds (segfaults) on NaN offsets
             lim = float(max(feats.shape[2:]))
             offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
-        y = deform_conv2d(feats, offset, self.weight.to(feats.dtype), None, padding=self.k // 2, mask=mask)
+        y = deform_conv2d(fm, offset, self.weight.to(fm.dtype), None, padding=self.k // 2, mask=mask)
         y = self.act(self.bn(y))
         return y + feats if self.residual else y

@@ -38,6 +38,7 @@ class HeterogeneousEnsemble(YAMLLayer):
 
     yaml_channels = "declared"
     multi_input = True
+    text_inputs = (2,)
 
     def __init__(self, c1: list[int], c2: int, dilations: tuple[int, ...] = (1, 2, 3)):
         super().__init__()

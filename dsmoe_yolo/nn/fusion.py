@@ -55,6 +55,7 @@ class PlainTextFusion(YAMLLayer):
 
     yaml_channels = "declared"
     multi_input = True
+    text_inputs = (1,)
 
     def __init__(self, c1: list[int], c2: int):
         super().__init__()

@@ -2,12 +2,17 @@
 
 Adopted formulation (PAPER.md stage 7):
 
-    v    = MLP_v(GAP F)                     (B, h)   MLP: 2 hidden layers of 128, SiLU
+    v    = MLP_v(BN([GAP F; GMP F]))        (B, h)   MLP: 2 hidden layers of 128, SiLU
     t    = MLP_t(T)                         (nc, h)
     tbar = softmax(v t^T / sqrt(h)) t       (B, h)   visual attends over the classes' text (co-attention)
     q    = LN(v + v * tbar)                 (B, h)
-    g    = softmax(q K^T / sqrt(h) / tau)   (B, N)   K: learnable expert keys, tau: learnable temperature
+    g    = softmax(q K^T / sqrt(h) / tau + noise)   (B, N)   K: learnable expert keys, tau: learnable temperature
     keep the top k of g per image, renormalised;  k = ceil(log2 N) by default (N = 32 -> 5)
+
+Departures, both against routing collapse (every image picking the same k experts, seen on near-identical inputs):
+the visual descriptor is average- and max-pooled and batch-normalised, so the gate sees how an image differs from the
+data rather than what all images share; and during training Gaussian noise (std ``noise``, in units of the tempered
+logits) is added before the top-k, Shazeer et al.'s noisy top-k gating. Evaluation is deterministic.
 
 The temperature is stored as log(tau), initialised at log(0.1) and clamped to [0.01, 10] so it can neither collapse
 to 0 nor overflow. Routing itself is the small pure function :func:`route`.
@@ -70,6 +75,7 @@ class ExpertGate(nn.Module):
         top_k (int, optional): k; default ceil(log2 N).
         hidden (int): Projector width (128 in the paper).
         tau (float): Initial temperature (0.1 in the paper).
+        noise (float): Std of the training-time routing noise (0 disables it).
 
     Examples:
         >>> gate = ExpertGate(32, 16, n_experts=8)
@@ -78,7 +84,7 @@ class ExpertGate(nn.Module):
         (torch.Size([4, 3]), torch.Size([4, 3]), torch.Size([4, 8]))
     """
 
-    def __init__(self, c_vis: int, d_text: int, n_experts: int, top_k: int | None = None, hidden: int = 128, tau: float = 0.1):
+    def __init__(self, c_vis: int, d_text: int, n_experts: int, top_k: int | None = None, hidden: int = 128, tau: float = 0.1, noise: float = 0.5):
         super().__init__()
         self.n_experts = n_experts
         self.top_k = default_top_k(n_experts) if top_k is None else int(top_k)
@@ -86,7 +92,11 @@ class ExpertGate(nn.Module):
             raise ValueError(f"top_k={top_k} must be between 1 and the number of experts ({n_experts})")
         if not 1e-2 <= tau <= 10:
             raise ValueError(f"gate temperature tau={tau} must be in [0.01, 10]")
-        self.visual = mlp(c_vis, hidden)
+        if noise < 0:
+            raise ValueError(f"gate noise={noise} must be >= 0")
+        self.noise = float(noise)
+        self.descriptor = nn.BatchNorm1d(2 * c_vis)
+        self.visual = mlp(2 * c_vis, hidden)
         self.textual = mlp(d_text, hidden)
         self.norm = nn.LayerNorm(hidden)
         self.keys = nn.Parameter(torch.randn(n_experts, hidden) * hidden**-0.5)
@@ -100,7 +110,8 @@ class ExpertGate(nn.Module):
 
     def logits(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Gate logits (B, N) for visual (B, c, H, W) and text (nc, d)."""
-        v = self.visual(F.adaptive_avg_pool2d(feats, 1).flatten(1))
+        pooled = torch.cat([F.adaptive_avg_pool2d(feats, 1), F.adaptive_max_pool2d(feats, 1)], 1).flatten(1)
+        v = self.visual(self.descriptor(pooled))
         t = self.textual(text)
         tbar = torch.softmax(v @ t.T * self.scale, dim=-1) @ t
         q = self.norm(v + v * tbar)
@@ -108,4 +119,8 @@ class ExpertGate(nn.Module):
 
     def forward(self, feats: torch.Tensor, text: torch.Tensor):
         """Return (weights (B, k), indices (B, k), probs (B, N))."""
-        return route(self.logits(feats, text), self.top_k, self.tau.float())
+        tau = self.tau.float()
+        logits = self.logits(feats, text).float()
+        if self.training and self.noise > 0:
+            logits = logits + torch.randn_like(logits) * self.noise * tau  # noise of std `noise` after dividing by tau
+        return route(logits, self.top_k, tau)

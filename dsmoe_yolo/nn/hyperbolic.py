@@ -60,6 +60,7 @@ class HyperbolicAlign(YAMLLayer):
 
     yaml_channels = "declared"
     multi_input = True
+    text_inputs = (1,)
 
     def __init__(self, c1: list[int], c2: int, curvature: float = 1.0, hierarchy: list[int] | None = None, margin: float = 0.1):
         super().__init__()

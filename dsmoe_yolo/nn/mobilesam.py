@@ -207,6 +207,11 @@ class MobileSAMBackbone(YAMLLayer):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Map (B, 3, H, W), H and W multiples of 32, to [P3 (H/8), P4 (H/16), P5 (H/32)]."""
+        stride8, stride16 = self.encoder_features(x)
+        return [self.p3(stride8), self.p4(stride16), self.p5(stride16)]
+
+    def encoder_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TinyViT maps: (B, 128, H/8, W/8) after the first attention stage, (B, 320, H/16, W/16) at the end."""
         enc = self.encoder
         x = enc.patch_embed(x)  # (B, 64, H/4, W/4)
         for blk in enc.layers[0].blocks:
@@ -223,7 +228,7 @@ class MobileSAMBackbone(YAMLLayer):
                 stride8 = x  # (B, 128, H/8, W/8) after the first attention stage
             if layer.downsample is not None:
                 x = _patch_merging(layer.downsample, x)
-        return [self.p3(stride8), self.p4(x), self.p5(x)]  # x: (B, 320, H/16, W/16)
+        return stride8, x
 
     def set_epoch(self, epoch: int) -> None:
         """Freeze the encoder while ``epoch < freeze_epochs`` (called by the plugin at each training epoch start)."""

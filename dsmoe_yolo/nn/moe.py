@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, is_tracing
+from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, is_tracing, record_routing
 from dsmoe_yolo.nn.experts import CrossModalExpert, GlobalPyramidExpert, LocalAnisotropicExpert
 from dsmoe_yolo.nn.gate import ExpertGate
 
@@ -43,6 +43,7 @@ class SparseMoE(YAMLLayer):
         n_global (int): Global pyramid experts.
         hidden (int): Gate projector width.
         tau (float): Initial gate temperature.
+        noise (float): Training-time routing noise of the gate (0 disables it).
         kernel (int): Kernel length of the local experts.
 
     Examples:
@@ -53,6 +54,7 @@ class SparseMoE(YAMLLayer):
 
     yaml_channels = "declared"
     multi_input = True
+    text_inputs = (1,)
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class SparseMoE(YAMLLayer):
         hidden: int = 128,
         tau: float = 0.1,
         kernel: int = 7,
+        noise: float = 0.5,
     ):
         super().__init__()
         if len(c1) != 2:
@@ -77,7 +80,7 @@ class SparseMoE(YAMLLayer):
                 f"n_local={n_local}, n_global={n_global}"
             )
         c, d = c1
-        self.gate = ExpertGate(c, d, experts, top_k, hidden, tau)
+        self.gate = ExpertGate(c, d, experts, top_k, hidden, tau, noise)
         kinds = [LocalAnisotropicExpert] * n_local + [GlobalPyramidExpert] * n_global
         kinds += [CrossModalExpert] * (experts - n_local - n_global)
         self.experts = nn.ModuleList(
@@ -101,6 +104,7 @@ class SparseMoE(YAMLLayer):
         aux["moe_probs"] = probs
         aux["moe_load"] = torch.bincount(indices.flatten(), minlength=len(self.experts))
         aux["moe_indices"] = indices.detach()
+        record_routing(self, indices)
         return self._sparse(feats, text, weights, indices)
 
     def _dense(self, feats, text, weights, indices):

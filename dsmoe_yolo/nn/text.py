@@ -19,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from dsmoe_yolo.errors import ConfigError
 from dsmoe_yolo.nn.base import YAMLLayer
 
 __all__ = ("ClassText", "sinusoidal_encoding")
@@ -60,6 +61,7 @@ class ClassText(YAMLLayer):
     """
 
     yaml_channels = "declared"
+    produces_text = True
 
     def __init__(self, c1: int, c2: int, nc: int = 80, embed_dim: int = 384, heads: int = 4):
         super().__init__()
@@ -93,16 +95,23 @@ class ClassText(YAMLLayer):
     def bind(self, embeddings: torch.Tensor, meta: dict) -> None:
         """Bind frozen class embeddings (nc, D) and their provenance.
 
-        A different class count resizes the buffer; a different width D rebuilds the input projection (its weights
-        then need training: binding happens before the optimizer is built when training).
+        A different class count resizes the buffer. On a model that has never been bound (fresh from its YAML), a
+        different width D rebuilds the input projection; binding happens before the optimizer is built, so it trains.
+        On a model already bound (trained) it is an error: its projection was trained for the old encoder.
 
         Raises:
-            ValueError: If ``embeddings`` is not a finite 2-D tensor.
+            ConfigError: If ``embeddings`` is not a finite 2-D tensor, or its width differs from a trained model's.
         """
         if embeddings.ndim != 2 or not torch.isfinite(embeddings).all():
-            raise ValueError(f"class embeddings must be a finite (nc, dim) tensor, got shape {tuple(embeddings.shape)}")
+            raise ConfigError(f"class embeddings must be a finite (nc, dim) tensor, got shape {tuple(embeddings.shape)}")
         ref = self.proj[0].weight
         if embeddings.shape[1] != self.embed_dim:
+            if self.is_bound:
+                raise ConfigError(
+                    f"class embeddings are {embeddings.shape[1]}-dim but this model was trained with {self.embed_dim}-dim text "
+                    f"from '{self.text_meta.get('encoder')}'; embed with that encoder (text_encoder={self.text_meta.get('encoder')}) "
+                    f"or start from the model YAML"
+                )
             self.proj[0] = nn.Linear(embeddings.shape[1], self.c2).to(ref.device, ref.dtype)
         self.embeddings = embeddings.detach().to(self.embeddings.device, self.embeddings.dtype).clone()
         self.text_meta = dict(meta)

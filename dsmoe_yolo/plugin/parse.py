@@ -117,6 +117,19 @@ class _RowBuilder:
     def fail(self, why: str):
         raise ConfigError(f"{self.yaml_name} row {self.i} ({self.name}): {why}")
 
+    def check_text_wiring(self, rows: list, layers: dict) -> None:
+        """Inputs listed in ``text_inputs`` must come from a text node, the others must not."""
+        if not self.cls.multi_input:
+            return
+        for pos, src in enumerate(self.f):
+            j = self.i + src if src < 0 else src
+            cls = layers.get(rows[j][2]) if 0 <= j < len(rows) and isinstance(rows[j][2], str) else None
+            is_text = bool(cls and cls.produces_text)
+            if pos in self.cls.text_inputs and not is_text:
+                self.fail(f"input {pos + 1} (from {src}) must be the ClassText row (class text), got {rows[j][2] if 0 <= j < len(rows) else src}")
+            if pos not in self.cls.text_inputs and is_text:
+                self.fail(f"input {pos + 1} (from {src}) is the ClassText row, but this input takes a visual map; text goes at position {[p + 1 for p in self.cls.text_inputs]}")
+
     def standin(self) -> list:
         """The stock row standing in for this one while stock ``parse_model`` runs."""
         f0 = self.f[0] if isinstance(self.f, list) else self.f
@@ -188,6 +201,7 @@ def make_parse_model(stock_parse):
         nb = len(d["backbone"])
         for i in sorted(ours):
             builders[i] = b = _RowBuilder(i, rows[i], layers[rows[i][2]], d, depth, width, max_channels)
+            b.check_text_wiring(rows, layers)
             part, j = ("backbone", i) if i < nb else ("head", i - nb)
             d[part][j] = b.standin()
         with _CaptureLog(LOGGER) as log:

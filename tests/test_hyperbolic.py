@@ -1,0 +1,105 @@
+"""Stage 5 numerics: geoopt vs the export mirror, finite outputs and gradients at the edges, autocast islands."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from geoopt.manifolds.stereographic import math as gmath
+
+from dsmoe_yolo.nn import HyperbolicAlign
+from dsmoe_yolo.nn import poincare as ball
+from dsmoe_yolo.nn.base import aux_outputs
+
+
+@pytest.mark.parametrize("c", [0.01, 0.7, 10.0])
+def test_export_mirror_matches_geoopt(c):
+    torch.manual_seed(0)
+    c = torch.tensor(c)
+    u, v = torch.randn(7, 16) * 3, torch.randn(7, 16)
+    x, y = gmath.project(gmath.expmap0(u, k=-c), k=-c), gmath.project(gmath.expmap0(v, k=-c), k=-c)
+    r = torch.tensor(0.37)
+    pairs = [
+        (gmath.expmap0(u, k=-c), ball._torch_expmap0(u, c)),
+        (gmath.logmap0(x, k=-c), ball._torch_logmap0(x, c)),
+        (gmath.mobius_add(x, y, k=-c), ball._torch_mobius_add(x, y, c)),
+        (gmath.mobius_scalar_mul(r, x, k=-c), ball._torch_mobius_scalar_mul(r, x, c)),
+        (gmath.dist(x, y, k=-c), ball._torch_dist(x, y, c)),
+        (gmath.project(x * 50, k=-c, eps=4e-3), ball._torch_project(x * 50, c, 4e-3)),
+    ]
+    for expected, mirrored in pairs:
+        torch.testing.assert_close(mirrored, expected, atol=1e-5, rtol=1e-5)
+
+
+def layer_with(scale: float | None = None, seed=0):
+    torch.manual_seed(seed)
+    layer = HyperbolicAlign([16, 8], 12, hierarchy=[-1, 0, 0, 1])
+    return layer
+
+
+EDGE_INPUTS = {
+    "zero": lambda: torch.zeros(2, 16, 4, 4),
+    "1e-8": lambda: torch.randn(2, 16, 4, 4) * 1e-8,
+    "1e4": lambda: torch.randn(2, 16, 4, 4) * 1e4,
+    "boundary": lambda: torch.randn(2, 16, 4, 4) * 1e3,  # tanh saturates: points sit on the clamp at the boundary
+}
+
+
+@pytest.mark.parametrize("name", list(EDGE_INPUTS))
+@pytest.mark.parametrize("log_c", [math.log(1e-2), 0.0, math.log(10.0), -50.0, 50.0])
+def test_finite_forward_and_backward_at_the_edges(name, log_c):
+    layer = layer_with()
+    with torch.no_grad():
+        layer.log_c.fill_(log_c)  # -50 / 50 drive the curvature to its clamps
+    f = EDGE_INPUTS[name]().requires_grad_(True)
+    t = torch.randn(4, 8, requires_grad=True)
+    out = layer([f, t])
+    assert torch.isfinite(out).all()
+    aux = aux_outputs(layer)
+    loss = out.pow(2).mean() + aux["hyp_angle"] + aux["hyp_order"]
+    loss.backward()
+    for g in (f.grad, t.grad, *(p.grad for p in layer.parameters())):
+        assert g is not None and torch.isfinite(g).all()
+    assert 1e-2 - 1e-6 <= layer.curvature.item() <= 10 + 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fp32_island_under_autocast(dtype):
+    layer = layer_with()
+    f, t = torch.randn(2, 16, 5, 5, dtype=dtype) * 100, torch.randn(4, 8)
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            out = layer([f, t])
+    except RuntimeError as e:  # pragma: no cover - older torch without CPU fp16 autocast
+        pytest.skip(f"CPU autocast {dtype} unsupported: {e}")
+    assert out.dtype == dtype and torch.isfinite(out.float()).all()
+    ref = layer([f.float(), t])
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+
+
+def test_alignment_weights_prefer_the_nearest_anchor():
+    """A pixel whose tangent vector equals a class's anchor direction gets that class's largest weight."""
+    layer = layer_with()
+    with torch.no_grad():
+        layer.visual.weight.zero_(), layer.visual.bias.zero_(), layer.text.bias.zero_()
+        layer.text.weight.copy_(torch.eye(12, 8))
+        layer.visual.weight[:8, :8, 0, 0] = torch.eye(8)
+    t = torch.eye(8)[:4] * 2
+    f = torch.zeros(1, 16, 1, 4)
+    f[0, :8, 0, :] = t.T  # pixel j looks like class j
+    c = layer.curvature
+    z = ball.expmap0(layer.visual(f).flatten(2).transpose(1, 2), c)
+    anchors = ball.project(ball.expmap0(layer.text(t), c), c)
+    d = ball.dist(z[:, :, None, :], anchors[None, None], c)[0]
+    assert d.argmin(-1).tolist() == [0, 1, 2, 3]
+
+
+def test_hierarchy_loss_orders_parents_closer_to_origin():
+    layer = layer_with()
+    t = torch.randn(4, 8)
+    layer([torch.randn(1, 16, 2, 2), t])
+    aux = aux_outputs(layer)
+    assert aux["hyp_order"] >= 0 and aux["hyp_angle"] >= 0
+    with pytest.raises(ValueError, match="hierarchy lists 4 parents but the model has 3 classes"):
+        layer([torch.randn(1, 16, 2, 2), torch.randn(3, 8)])
