@@ -50,11 +50,18 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION, ignore_errors=True)
 
 
+def user_env(extra: dict | None = None) -> dict:
+    """The session environment as a user's shell would have it: without pytest's marker variable, which makes
+    Ultralytics think it is under test and write runs into its own package folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return {**env, **(extra or {})}
+
+
 def run_cli(args: list[str] | str, cwd: Path, env: dict | None = None, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
     """Run a console command (e.g. the stock ``yolo``) in a subprocess; on failure show its output tail."""
     args = args.split() if isinstance(args, str) else args
     exe = shutil.which(args[0], path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run([exe or args[0], *args[1:]], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([exe or args[0], *args[1:]], cwd=cwd, env=user_env(env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n--- output tail ---\n{(proc.stdout + proc.stderr)[-6000:]}")
     return proc
@@ -62,9 +69,7 @@ def run_cli(args: list[str] | str, cwd: Path, env: dict | None = None, timeout: 
 
 def run_python(code: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run Python code in a fresh interpreter (fresh imports, fresh plugin state)."""
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd or SESSION, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd or SESSION, env=user_env(env), capture_output=True, text=True, timeout=timeout)
 
 
 def shared_dataset(name: str) -> Path:

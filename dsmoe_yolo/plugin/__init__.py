@@ -15,6 +15,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``DEFAULT_CFG`` keys                        ``gamma_p``/``gamma``/``gamma_alpha`` train args (gamma transform)
 ``data.dataset.v8_transforms``              inserts the gamma transform when ``gamma_p > 0``
 ``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` in a model YAML selects the DS-MoE loss
+``BaseModel.load``                          fine-tuning keeps the class-text provenance of transferred weights
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
 default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics
 ==========================================  ==========================================================================
@@ -70,6 +71,7 @@ def register() -> None:
         hooks.install_config()
         hooks.install_callbacks()
         hooks.install_criterion(tasks)
+        hooks.install_weight_transfer(tasks)
 
         def engine_model(mod):
             internals.check_module(mod)

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from dsmoe_yolo import _startup
@@ -26,6 +27,15 @@ CONFIG_KEYS = {
 
 class DefaultData(str):
     """The task's default dataset name, marked so the plugin can tell "no data= given" from an explicit choice."""
+
+
+def _represent_default_data(dumper, data):
+    return dumper.represent_str(str(data))
+
+
+for _dumper in (getattr(yaml, "CSafeDumper", None), yaml.SafeDumper, yaml.Dumper):  # args.yaml is saved before our callback
+    if _dumper is not None:
+        _dumper.add_representer(DefaultData, _represent_default_data)
 
 
 def is_dsmoe_source(model) -> bool:
@@ -138,6 +148,11 @@ def _default_data(trainer) -> None:
             f"(not '{trainer.args.data}'). Pass data=your.yaml for your own data."
         )
         trainer.args.data = DEFAULT_DATA
+        args_file = Path(trainer.save_dir) / "args.yaml"
+        if args_file.exists():  # written before this callback; keep it truthful
+            from ultralytics.utils import YAML
+
+            YAML.save(args_file, vars(trainer.args))
 
 
 def _set_epoch(trainer) -> None:
@@ -197,6 +212,25 @@ def install_criterion(tasks) -> None:
 
     init_criterion._dsmoe_hook, init_criterion.stock = "full", stock
     cls.init_criterion = init_criterion
+
+
+def install_weight_transfer(tasks) -> None:
+    """``BaseModel.load``: weights transferred from a DS-MoE checkpoint bring their class-text provenance along."""
+    cls = tasks.BaseModel
+    stock = cls.load
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def load(self, weights, verbose=True):
+        stock(self, weights, verbose)
+        src = (weights.get("ema") or weights.get("model")) if isinstance(weights, dict) else weights
+        if isinstance(src, nn.Module):
+            from dsmoe_yolo.text.binding import transfer_text_meta
+
+            transfer_text_meta(src, self)
+
+    load._dsmoe_hook, load.stock = "full", stock
+    cls.load = load
 
 
 def install_trainer(module) -> None:

@@ -17,6 +17,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "guess_model_scale",
         "Index",
         "DetectionModel.init_criterion",
+        "BaseModel.load",
         "torch_safe_load",
     ),
     "ultralytics.utils.checks": ("check_file", "check_yaml"),

@@ -15,15 +15,14 @@ from torch import nn
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("bind_for_training", "bind_model", "class_texts", "set_classes", "resolve_embeddings")
+__all__ = ("bind_for_training", "bind_model", "class_texts", "set_classes", "resolve_embeddings", "transfer_text_meta")
 
 
 def class_texts(model: nn.Module) -> list:
     """The ``ClassText`` layers of a model (any wrapper: YOLO, DDP, DetectionModel)."""
     from dsmoe_yolo.nn.text import ClassText
 
-    model = getattr(model, "model", model) if not isinstance(model, nn.Module) else model
-    model = getattr(model, "module", model)
+    model = getattr(model, "module", model)  # DDP
     return [m for m in model.modules() if isinstance(m, ClassText)]
 
 
@@ -59,7 +58,16 @@ def bind_model(model: nn.Module, embeddings: torch.Tensor, meta: dict) -> int:
         raise ConfigError(f"{len(embeddings)} class embeddings for a model with nc={nc}; embed exactly the model's classes")
     for t in texts:
         t.bind(embeddings, meta)
+    if isinstance(getattr(model, "yaml", None), dict) and "text_dim" in model.yaml:
+        model.yaml["text_dim"] = int(embeddings.shape[1])  # checkpoints rebuild ClassText at the bound width
     return len(texts)
+
+
+def transfer_text_meta(src: nn.Module, dst: nn.Module) -> None:
+    """After a weight transfer, carry each ClassText's provenance over when its embeddings came along unchanged."""
+    for a, b in zip(class_texts(src), class_texts(dst)):
+        if a.is_bound and a.embeddings.shape == b.embeddings.shape and torch.equal(a.embeddings.float().cpu(), b.embeddings.float().cpu()):
+            b.text_meta = dict(a.text_meta)
 
 
 def bind_for_training(trainer) -> None:
@@ -100,8 +108,8 @@ def set_classes(model, names: list[str], embeddings: torch.Tensor | None = None,
     from dsmoe_yolo.text.embed import embed_classes, template_prompts
     from dsmoe_yolo.text.prompts import load_prompts
 
-    wrapper = model if not isinstance(model, nn.Module) else None
-    net = wrapper.model if wrapper is not None else model
+    is_net = isinstance(getattr(model, "model", None), nn.Sequential)  # a DetectionModel, not a YOLO wrapper
+    wrapper, net = (None, model) if is_net else (model, model.model)
     names = [str(n) for n in names]
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"set_classes needs unique, non-empty class names, got {names}")
@@ -126,8 +134,7 @@ def set_classes(model, names: list[str], embeddings: torch.Tensor | None = None,
     net.yaml["nc"] = len(names)
     net.names = dict(enumerate(names))
     net.criterion = None  # rebuilt lazily with the new class count
-    for t in texts:
-        t.bind(embeddings.to(t.embeddings.device), meta)
+    bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
     if wrapper is not None:
         wrapper.predictor = None
 
