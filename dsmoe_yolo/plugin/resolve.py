@@ -16,12 +16,17 @@ from dsmoe_yolo.assets import bundled_names, find_bundled
 def make_check_file(stock_check_file):
     """Return a ``check_file`` that resolves bundled DS-MoE files by bare name, else defers to ``stock_check_file``."""
 
-    def check_file(file, *args, **kwargs):
+    def check_file(file, suffix="", download=True, download_dir=".", hard=True):
+        args, kwargs = (suffix, download, download_dir), {"hard": hard}
         name = str(file).strip()
-        if name and "://" not in name and not os.path.exists(name) and Path(name).name == name:
+        if name and "://" not in name and not os.path.isfile(name) and Path(name).name == name:
             hit = find_bundled(name)
             if hit is not None:
                 return str(hit)
+            if os.path.isdir(name) and Path(name).suffix in (".yaml", ".yml"):  # e.g. a run folder named after a YAML
+                if not hard:
+                    return []
+                raise FileNotFoundError(f"'{name}' is a folder here, not a YAML file; pass the YAML's path")
         try:
             return stock_check_file(file, *args, **kwargs)
         except FileNotFoundError:
