@@ -22,12 +22,21 @@ from torch import nn
 
 
 class YAMLLayer(nn.Module):
-    """Base class of DS-MoE layers: declares how a YAML row maps to constructor channels."""
+    """Base class of DS-MoE layers: declares how a YAML row maps to constructor channels.
+
+    Each instance records the plugin version that built it (``dsmoe_version``), saved with checkpoints.
+    """
 
     yaml_channels: str = "same"  # "same" | "declared" | "declared_list"
     multi_input: bool = False
     text_inputs: tuple[int, ...] = ()
     produces_text: bool = False
+
+    def __init__(self):
+        super().__init__()
+        from dsmoe_yolo._version import __version__
+
+        self.dsmoe_version = __version__
 
 
 _AUX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

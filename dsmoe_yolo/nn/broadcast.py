@@ -84,6 +84,8 @@ class SpaceBroadcast(YAMLLayer):
         if not is_tracing():  # torchvision's CPU kernel reads out of bounds (segfaults) on NaN offsets
             lim = float(max(feats.shape[2:]))
             offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
-        y = deform_conv2d(fm, offset, self.weight.to(fm.dtype), None, padding=self.k // 2, mask=mask)
+        with torch.autocast(device_type=fm.device.type, enabled=False):  # fp32: CPU kernels lack bf16/fp16
+            y = deform_conv2d(fm.float(), offset.float(), self.weight.float(), None, padding=self.k // 2, mask=mask.float())
+        y = y.to(fm.dtype)
         y = self.act(self.bn(y))
         return y + feats if self.residual else y

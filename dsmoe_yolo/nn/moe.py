@@ -122,7 +122,7 @@ class SparseMoE(YAMLLayer):
         for e in indices.unique().tolist():
             rows, slot = (indices == e).nonzero(as_tuple=True)
             y = self.experts[e](feats[rows], text)
-            out = out.index_add(0, rows, y * weights[rows, slot][:, None, None, None])
+            out = out.index_add(0, rows, (y * weights[rows, slot][:, None, None, None]).to(out.dtype))
         if self.training and self.keep_idle_in_graph():
             used = set(indices.unique().tolist())
             idle = [p for e, m in enumerate(self.experts) if e not in used for p in m.parameters()]

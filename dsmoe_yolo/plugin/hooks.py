@@ -98,7 +98,7 @@ def allow_layer_classes() -> None:
 
 
 def install_safe_load(tasks) -> None:
-    """Wrap ``tasks.torch_safe_load`` to allow TinyViT's classes (and ours) before any checkpoint is unpickled.
+    """Wrap ``tasks.torch_safe_load``: allow TinyViT's classes (and ours) and check DS-MoE compatibility first.
 
     TinyViT lives under ``ultralytics.models``, which is mid-import while the plugin registers, so its classes can
     only be allowed lazily, by the loader behind every checkpoint load.
@@ -108,10 +108,13 @@ def install_safe_load(tasks) -> None:
         return
 
     def torch_safe_load(weight, *args, **kwargs):
+        from dsmoe_yolo.checkpoint import check_compatible
         from dsmoe_yolo.plugin import expose_layers
 
         expose_layers()
         _allow_encoder_classes()
+        if str(weight).endswith(".pt") and Path(str(weight)).is_file():
+            check_compatible(weight)
         return stock(weight, *args, **kwargs)
 
     torch_safe_load._dsmoe_hook, torch_safe_load.stock = "full", stock
