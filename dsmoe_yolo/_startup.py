@@ -51,6 +51,7 @@ class _AfterImportFinder:
 
     def __init__(self):
         self.callbacks: dict[str, list] = {}  # module name -> callables run right after it is imported
+        self.executed: set[str] = set()  # watched modules whose code has run (still "initialising" during callbacks)
 
     def find_spec(self, fullname, path, target=None):  # noqa: D102
         if fullname not in self.callbacks:
@@ -60,7 +61,7 @@ class _AfterImportFinder:
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _CallbackLoader(spec.loader, self.callbacks.pop(fullname))
+                spec.loader = _CallbackLoader(spec.loader, fullname, self)
                 return spec
         return None
 
@@ -68,15 +69,16 @@ class _AfterImportFinder:
 class _CallbackLoader:
     """Loader wrapper: delegate to the real loader, then run the callbacks watching this module."""
 
-    def __init__(self, loader, callbacks):
-        self.loader, self.callbacks = loader, callbacks
+    def __init__(self, loader, name, finder):
+        self.loader, self.name, self.finder = loader, name, finder
 
     def create_module(self, spec):  # noqa: D102
         return self.loader.create_module(spec)
 
     def exec_module(self, module):  # noqa: D102
         self.loader.exec_module(module)
-        for fn in self.callbacks:
+        self.finder.executed.add(self.name)
+        for fn in self.finder.callbacks.pop(self.name, []):  # callbacks may add callbacks for this module: they run now
             fn(module)
 
     def __getattr__(self, item):  # get_source, get_filename, ... for tracebacks and inspect
@@ -94,12 +96,20 @@ def _finder() -> _AfterImportFinder:
 
 
 def after_import(name: str, fn) -> None:
-    """Run ``fn(module)`` once module ``name`` is imported: now if it already is, else right after its import."""
+    """Run ``fn(module)`` once module ``name`` is imported: now if it already is, else right after its import.
+
+    A function already waiting for ``name`` under the same qualified name is not added twice (this file may run as two
+    modules, whose functions are distinct objects doing the same thing).
+    """
+    finder = _finder()
     module = sys.modules.get(name)
-    if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False) is False:
+    initialising = getattr(getattr(module, "__spec__", None), "_initializing", False)
+    if module is not None and (not initialising or name in getattr(finder, "executed", ())):
         fn(module)
         return
-    _finder().callbacks.setdefault(name, []).append(fn)
+    waiting = finder.callbacks.setdefault(name, [])
+    if not any(getattr(f, "__qualname__", None) == getattr(fn, "__qualname__", "") for f in waiting):
+        waiting.append(fn)
 
 
 def _register(_module=None):
@@ -111,6 +121,26 @@ def _register(_module=None):
             f"WARNING dsmoe_yolo: plugin registration failed ({type(e).__name__}: {e}). DS-MoE models are "
             f"unavailable in this process; set {ENV_SWITCH}=0 to silence this, or reinstall a supported version.\n"
         )
+
+
+def _resolve_bundled_names(checks):
+    """Make bundled YAMLs (``paper.yaml``, ``dsmoe-synth.yaml``) resolvable as soon as Ultralytics' checks load: the CLI
+    reads ``cfg=`` files before it imports any model code."""
+    try:
+        resolve = __import__("dsmoe_yolo.plugin.resolve", fromlist=["make_check_file"])
+        if getattr(checks.check_file, "_dsmoe_hook", None) != "full":
+            checks.check_file = resolve.make_check_file(checks.check_file)
+    except Exception as e:  # never break `import ultralytics`
+        sys.stderr.write(f"WARNING dsmoe_yolo: bundled-file lookup not installed ({type(e).__name__}: {e})\n")
+
+
+def _configure(cfg):
+    """Add the DS-MoE train args (``gamma_p``, ``text_encoder``...) as soon as ``ultralytics.cfg`` loads: the CLI
+    validates arguments before it imports any model code."""
+    try:
+        __import__("dsmoe_yolo.plugin.config", fromlist=["install_config"]).install_config()
+    except Exception as e:  # never break `import ultralytics`
+        sys.stderr.write(f"WARNING dsmoe_yolo: train arguments not installed ({type(e).__name__}: {e})\n")
 
 
 def _install_guard(tasks):
@@ -155,6 +185,9 @@ def _off_message(what: str) -> str:
 
 def install(full: bool = True) -> None:
     """Register the plugin right after ``ultralytics.nn.tasks`` is imported (``full``), or only the off-switch guard."""
+    if full:
+        after_import("ultralytics.utils.checks", _resolve_bundled_names)
+        after_import("ultralytics.cfg", _configure)
     after_import(TASKS_MODULE, _register if full else _install_guard)
 
 

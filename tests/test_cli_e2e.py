@@ -126,7 +126,7 @@ def test_best_reloads_in_a_fresh_process(trained, val_image, safe):
 def test_finetune_from_best(trained, workdir):
     run, _ = trained
     before = _runs()
-    proc = run_cli(f"yolo train model={run / 'weights/best.pt'} data=dsmoe-synth.yaml epochs=1 imgsz=256 batch=4 workers=0 device=cpu fraction=0.1", cwd=workdir)
+    proc = run_cli(f"yolo train model={run / 'weights/best.pt'} data=dsmoe-synth.yaml epochs=1 imgsz=128 batch=4 workers=0 device=cpu fraction=0.1 plots=False", cwd=workdir)
     tuned = _new_run(before)
     assert (tuned / "weights/best.pt").is_file()
     assert "model already holds class embeddings" in proc.stdout + proc.stderr
@@ -169,8 +169,9 @@ def test_off_switch_gives_a_clear_message_and_checkpoints_still_load(trained, wo
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "DSMOE_YOLO_AUTOLOAD" in log and "KeyError" not in log
     run, _ = trained
-    proc = run_cli(f"yolo val model={run / 'weights/best.pt'} data=dsmoe-synth.yaml imgsz=256 batch=8 workers=0 device=cpu plots=False", cwd=workdir, env={"DSMOE_YOLO_AUTOLOAD": "0"})
-    assert "mAP50" in proc.stdout + proc.stderr  # a checkpoint imports the plugin while unpickling: it falls back
+    image = sorted((DATASETS / "dsmoe-synth" / "images" / "val").glob("*.png"))[0]
+    proc = run_cli(f"yolo predict model={run / 'weights/best.pt'} source={image} imgsz=256 device=cpu", cwd=workdir, env={"DSMOE_YOLO_AUTOLOAD": "0"})
+    assert "256x256" in proc.stdout + proc.stderr  # a checkpoint imports the plugin while unpickling: it falls back
 
 
 def _last_error_line(proc) -> str:
@@ -213,3 +214,16 @@ def test_corrupt_image_is_skipped_with_a_warning(workdir, tiny_data, tmp_path):
     log = proc.stdout + proc.stderr
     assert victim.name in log and "corrupt" in log.lower()
     _new_run(before)
+
+
+def test_paper_recipe_through_the_stock_cli(workdir, tiny_data):
+    import yaml
+
+    before = _runs()
+    proc = run_cli(f"yolo train cfg=paper.yaml model=dsmoe-yolov8n.yaml data={tiny_data} epochs=1 imgsz=64 batch=4 workers=0 device=cpu plots=False", cwd=workdir)
+    run = _new_run(before)
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    expected = {"optimizer": "Adam", "lr0": 0.001, "cos_lr": True, "weight_decay": 0.001, "momentum": 0.9, "seed": 42, "mosaic": 0.0, "mixup": 0.5, "gamma_p": 0.5, "gamma": 1.5, "gamma_gain": 1.0}
+    assert {k: args[k] for k in expected} == expected
+    assert args["imgsz"] == 64 and args["batch"] == 4, "command-line values override the recipe"
+    assert "Adam(lr=0.001, momentum=0.9)" in proc.stdout + proc.stderr

@@ -46,7 +46,7 @@ class _FrozenAssigner:
 
 
 def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_path):
-    """dsmoe.yaml trains 3 epochs on real PCB images; its objective on fixed training images drops.
+    """dsmoe.yaml trains 3 epochs on real PCB images (24 of deeppcb-mini's 48); its objective on training images drops.
 
     The loss the trainer prints is not comparable across early epochs: TAL's targets are IoU-aware and the loss is
     normalised by their sum, so as boxes improve the targets grow and the printed loss rises (stock YOLOv8 does the
@@ -65,7 +65,7 @@ def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_p
     model.add_callback("on_pretrain_routine_end", lambda t: initial.update(model=copy.deepcopy(t.model).eval()))
     no_aug = dict(mosaic=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0, translate=0.0, scale=0.0, erasing=0.0)
     model.train(
-        data=str(data), epochs=3, imgsz=256, batch=8, nbs=8, workers=0, device="cpu", seed=0, deterministic=True,
+        data=str(data), epochs=3, imgsz=256, batch=8, nbs=8, fraction=0.5, workers=0, device="cpu", seed=0, deterministic=True,
         optimizer="AdamW", lr0=0.001, warmup_epochs=0, project=str(tmp_path), name="deeppcb", plots=False, val=False, **no_aug,
     )
     rows = _results(tmp_path / "deeppcb")
@@ -76,7 +76,7 @@ def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_p
 
     trained = YOLO(str(tmp_path / "deeppcb" / "weights" / "last.pt")).model.float().train()
     info = check_det_dataset(str(data))
-    ds = build_yolo_dataset(get_cfg(overrides={"imgsz": 256, **no_aug}), info["train"], 16, info, mode="val", rect=False)
+    ds = build_yolo_dataset(get_cfg(overrides={"imgsz": 256, **no_aug}), info["train"], 16, info, mode="val", rect=False)  # noqa: E501
     batch = ds.collate_fn([ds[i] for i in range(16)])
     batch["img"] = batch["img"].float() / 255
     trained.args = get_cfg()  # loss gains (box/cls/dfl) as the trainer uses them

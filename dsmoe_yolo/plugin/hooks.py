@@ -9,33 +9,12 @@ import zipfile
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from dsmoe_yolo import _startup
 from dsmoe_yolo.plugin import internals
 
-DEFAULT_DATA = "dsmoe-synth.yaml"
-# Train args added to Ultralytics' config (valid on the CLI and in cfg= files); inert at their defaults.
-CONFIG_KEYS = {
-    "gamma_p": (0.0, "fraction", "(float) probability of the DS-MoE gamma photometric transform (0 = off)"),
-    "gamma": (1.5, "float", "(float) gamma transform exponent bound: gamma' ~ gamma**U(-1, 1)"),
-    "gamma_gain": (1.0, "float", "(float) gamma transform gain alpha: out = alpha * in**gamma'"),
-    "text_encoder": ("auto", "str", "(str) DS-MoE text encoder: auto, minilm, deepseek, a hub id or a local folder"),
-}
-
-
-class DefaultData(str):
-    """The task's default dataset name, marked so the plugin can tell "no data= given" from an explicit choice."""
-
-
-def _represent_default_data(dumper, data):
-    return dumper.represent_str(str(data))
-
-
-for _dumper in (getattr(yaml, "CSafeDumper", None), yaml.SafeDumper, yaml.Dumper):  # args.yaml is saved before our callback
-    if _dumper is not None:
-        _dumper.add_representer(DefaultData, _represent_default_data)
+from dsmoe_yolo.plugin.config import DEFAULT_DATA, DefaultData, install_config  # noqa: F401 - re-exported
 
 
 def is_dsmoe_source(model) -> bool:
@@ -121,26 +100,6 @@ def install_safe_load(tasks) -> None:
     tasks.torch_safe_load = torch_safe_load
 
 
-def install_config() -> None:
-    """Add the DS-MoE train args to Ultralytics' default config and its type tables."""
-
-    def add(cfg):
-        internals.check_module(cfg)
-        for key, (default, kind, _) in CONFIG_KEYS.items():
-            if key in cfg.DEFAULT_CFG_DICT and not hasattr(cfg, "_dsmoe_config"):
-                raise RuntimeError(f"dsmoe_yolo: ultralytics now defines the train arg '{key}'; refusing to shadow it")
-            cfg.DEFAULT_CFG_DICT[key] = default
-            setattr(cfg.DEFAULT_CFG, key, default)
-            table = {"fraction": "CFG_FRACTION_KEYS", "float": "CFG_FLOAT_KEYS", "str": "CFG_STR_KEYS"}[kind]
-            setattr(cfg, table, frozenset(getattr(cfg, table)) | {key})
-        for task, name in list(cfg.TASK2DATA.items()):
-            if not isinstance(name, DefaultData):
-                cfg.TASK2DATA[task] = DefaultData(name)
-        cfg._dsmoe_config = True
-
-    _startup.after_import("ultralytics.cfg", add)
-
-
 def _default_data(trainer) -> None:
     """on_pretrain_routine_start: a DS-MoE model trained without ``data=`` uses the bundled synthetic set."""
     if isinstance(trainer.args.data, DefaultData) and is_dsmoe_source(trainer.args.model):
@@ -151,8 +110,8 @@ def _default_data(trainer) -> None:
             f"(not '{trainer.args.data}'). Pass data=your.yaml for your own data."
         )
         trainer.args.data = DEFAULT_DATA
-        args_file = Path(trainer.save_dir) / "args.yaml"
-        if args_file.exists():  # written before this callback; keep it truthful
+        args_file = Path(getattr(trainer, "save_dir", "") or "") / "args.yaml"
+        if args_file.is_file():  # written before this callback; keep it truthful
             from ultralytics.utils import YAML
 
             YAML.save(args_file, vars(trainer.args))
