@@ -1,7 +1,7 @@
 """Interpreter-start hook that lets the stock ``yolo`` command see the DS-MoE plugin.
 
-Standard library only: this file is imported from ``dsmoe_yolo_autoload.pth`` at every interpreter start (installed
-into site-packages as the top-level module ``dsmoe_yolo_startup``), so it must stay cheap and must not import torch.
+Standard library only: ``dsmoe_yolo_autoload.pth`` loads this file at every interpreter start (through the top-level
+stub ``dsmoe_yolo_startup``, see ``_autoload_stub.py``), so it must stay cheap and must not import torch.
 
 It installs a one-shot ``sys.meta_path`` finder that runs callbacks right after chosen modules finish importing. The
 main callback registers the plugin right after ``ultralytics.nn.tasks`` is imported.
@@ -43,7 +43,7 @@ def autoload_enabled() -> bool:
 class _AfterImportFinder:
     """Meta-path finder that wraps the loader of watched modules so callbacks run after the module executes.
 
-    This file may be loaded twice (as ``dsmoe_yolo_startup`` by the ``.pth`` and as ``dsmoe_yolo._startup``), so the
+    This file may be loaded twice (as ``dsmoe_yolo_startup_impl`` by the start-up stub and as ``dsmoe_yolo._startup``), so the
     callback table lives on the one installed finder, found through its ``marker``, never in a module global.
     """
 
