@@ -13,24 +13,11 @@ from ``torch.utils.flop_counter`` beside thop's number. DS-MoE-n/s against YOLOv
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
-__all__ = ("run", "time_module")
+from dsmoe_yolo.timing import median_ms
 
-
-def time_module(fn, runs: int = 10, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``runs`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+__all__ = ("run",)
 
 
 def _moe_rows(batch: int, runs: int, experts: int, top_k: int, c: int = 256, d: int = 128, hw: int = 20) -> list[tuple]:
@@ -47,11 +34,11 @@ def _moe_rows(batch: int, runs: int, experts: int, top_k: int, c: int = 256, d: 
             moe([x, t])
         pop_aux_outputs(moe)
 
-    sparse = time_module(call, runs)
+    sparse = median_ms(call, runs)
     moe.gate.top_k = experts
-    dense_all = time_module(call, runs)
+    dense_all = median_ms(call, runs)
     moe.gate.top_k, moe.dense = top_k, True
-    dense_mask = time_module(call, runs)
+    dense_mask = median_ms(call, runs)
     rows.append((f"sparse top-{top_k} of {experts}", sparse, sparse / dense_all))
     rows.append((f"dense: top-{experts} of {experts} (all experts)", dense_all, 1.0))
     rows.append((f"export path: all experts, top-{top_k} mask", dense_mask, dense_mask / dense_all))
@@ -73,7 +60,7 @@ def _model_rows(models: list[str], imgsz: int, runs: int) -> list[tuple]:
             with torch.no_grad():
                 model(x)
 
-        ms = time_module(call, runs, warmup=2)
+        ms = median_ms(call, runs)
         rows.append((name, ms, count_params(model) / 1e6, count_gflops(model, imgsz), thop_gflops(model, imgsz)))
     return rows
 

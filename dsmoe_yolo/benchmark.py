@@ -43,19 +43,17 @@ from __future__ import annotations
 
 import csv
 import shlex
-import statistics
-import time
 import traceback
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.timing import WARMUP, median_ms
 
 __all__ = ("run_benchmark", "MIN_LATENCY_RUNS", "COLUMNS")
 
 MIN_LATENCY_RUNS = 10
-WARMUP = 2
 OPSET = 19
 
 # (row key, header) of the main table, in order; benchmark.csv uses the same headers.
@@ -192,18 +190,6 @@ def _size(model, imgsz: int) -> dict:
     }
 
 
-def _median_ms(fn: Callable[[], Any], runs: int, warmup: int = WARMUP) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``runs`` calls after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
 def _input(imgsz: int):
     """The fixed latency input: 1x3ximgszximgsz uniform noise (seeded), float32."""
     import torch
@@ -225,7 +211,7 @@ def _torch_latency(model, imgsz: int, runs: int) -> float:
         with torch.no_grad():
             fused(x)
 
-    return _median_ms(call, runs)
+    return median_ms(call, runs)
 
 
 def _export_onnx(best: Path, imgsz: int) -> Path:
@@ -245,7 +231,7 @@ def _ort_latency(onnx_path: Path, imgsz: int, runs: int, threads: int) -> float:
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: _input(imgsz).numpy()}
-    return _median_ms(lambda: session.run(None, feed), runs)
+    return median_ms(lambda: session.run(None, feed), runs)
 
 
 # --------------------------------------------------------------------------------------------------------- one model

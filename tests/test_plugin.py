@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SESSION, run_python
+from conftest import ROOT, run_python
 
 import dsmoe_yolo
 from dsmoe_yolo import _startup

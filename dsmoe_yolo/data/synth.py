@@ -93,7 +93,7 @@ class _Board:
             self._box(0, x - 2, y - w // 2 - 3, x + gap + 2, y + w // 2 + 3)
         elif cls == 1 and len(self.h_traces) > 1:  # short: bridge between neighbouring traces
             i = int(rng.integers(len(self.h_traces) - 1))
-            (ya, xa0, xa1, wa), (yb, xb0, xb1, wb) = self.h_traces[i], self.h_traces[i + 1]
+            (ya, xa0, xa1, _), (yb, xb0, xb1, _) = self.h_traces[i], self.h_traces[i + 1]
             lo, hi = max(xa0, xb0) + 5, min(xa1, xb1) - 5
             if hi > lo and yb - ya < 60:
                 x, w = int(rng.integers(lo, hi)), int(rng.integers(2, 5))

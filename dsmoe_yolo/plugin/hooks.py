@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dsmoe_yolo import _startup
 from dsmoe_yolo.plugin import internals
 
 from dsmoe_yolo.plugin.config import DEFAULT_DATA, DefaultData, install_config  # noqa: F401 - re-exported
