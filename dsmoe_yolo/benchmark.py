@@ -21,7 +21,7 @@ incremented like Ultralytics' own runs unless ``exist_ok=True``) then holds:
 - ``per_class_ap.csv``: one row per model and class with AP50 and AP50-95.
 
 Notes:
-    - Every model gets the same data, seed, epochs, imgsz, batch, optimizer, lr0, patience and fraction, and trains
+    - Every model gets the same data, seed, epochs, imgsz, batch, nbs, optimizer, lr0, patience and fraction, and trains
       with ``deterministic=True``; pretrained ``.pt`` and from-scratch ``.yaml`` models can be mixed, the table shows
       the model exactly as it was given.
     - Latency is measured on the CPU in this same process for every model, whatever ``device`` trained them: float32,
@@ -415,6 +415,7 @@ def run_benchmark(
     patience: int = 100,
     exist_ok: bool = False,
     onnx: bool = True,
+    nbs: int = 64,
 ) -> dict:
     """Train and evaluate each model on ``data`` with identical settings, time it on the CPU, and write the tables.
 
@@ -436,6 +437,7 @@ def run_benchmark(
         patience: Early-stopping patience in epochs.
         exist_ok: Reuse ``project/name`` instead of incrementing it.
         onnx: Export each ``best.pt`` to ONNX and time it in ONNX Runtime.
+        nbs: Nominal batch size (Ultralytics accumulates gradients over nbs / batch steps); nbs=batch steps every batch.
 
     Returns:
         ``{"rows": [...], "per_class": [...], "failures": [...], "save_dir", "markdown", "csv", "per_class_csv"}``:
@@ -459,7 +461,7 @@ def run_benchmark(
     train = {
         "data": str(data), "epochs": checked["epochs"], "imgsz": checked["imgsz"], "batch": checked["batch"],
         "seed": int(seed), "device": device, "workers": int(workers), "fraction": float(fraction),
-        "optimizer": str(optimizer), "patience": int(patience),
+        "optimizer": str(optimizer), "patience": int(patience), "nbs": int(nbs),
     }
     if lr0 is not None:
         train["lr0"] = float(lr0)
@@ -467,7 +469,7 @@ def run_benchmark(
         {"data": data, "models": model_list, "epochs": checked["epochs"], "imgsz": checked["imgsz"],
          "batch": checked["batch"], "seed": seed, "device": device, "workers": workers, "project": str(run_dir.parent),
          "name": name, "fraction": fraction, "latency_runs": checked["latency_runs"], "optimizer": optimizer,
-         "lr0": lr0, "patience": patience, "onnx": bool(onnx)}
+         "lr0": lr0, "patience": patience, "onnx": bool(onnx), "nbs": nbs}
     )
     threads = torch.get_num_threads()  # the caller's setting, before Ultralytics' select_device changes it
     cfg = {"train": train, "latency_runs": checked["latency_runs"], "onnx": bool(onnx), "command": command}

@@ -24,7 +24,7 @@ COMMANDS = {
     "embed": ("data", "prompts", "model", "out", "device", "cache"),
     "benchmark": (
         "data", "models", "epochs", "imgsz", "batch", "seed", "device", "workers", "project", "name", "fraction",
-        "latency_runs", "optimizer", "lr0", "patience", "exist_ok", "onnx",
+        "latency_runs", "optimizer", "lr0", "patience", "exist_ok", "onnx", "nbs",
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
 }

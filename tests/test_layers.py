@@ -111,7 +111,7 @@ def test_topk_skips_idle_experts_in_eager_mode():
 def test_dense_path_equals_sparse_path(mode):
     torch.manual_seed(0)
     moe = SparseMoE([16, 8], 16, experts=12, top_k=3)
-    moe.gate.noise = 0.0
+    moe.gate.noise = moe.gate.descriptor.momentum = moe.gate.centre.momentum = 0.0  # identical gate on both calls
     getattr(moe, mode)()
     x, t = torch.randn(6, 16, 5, 7), torch.randn(3, 8)
     sparse = moe([x, t])
@@ -144,6 +144,19 @@ def test_gate_temperature_is_clamped_and_validated():
     for bad in (0, -1, 33):
         with pytest.raises(ValueError, match="top_k"):
             ExpertGate(8, 4, 32, top_k=bad)
+
+
+def test_routing_does_not_depend_on_the_rest_of_the_batch():
+    """An image's experts are a function of that image (and the text), in training as in evaluation."""
+    torch.manual_seed(0)
+    gate = ExpertGate(16, 8, 16, top_k=4, noise=0.0)
+    x, t = torch.randn(6, 16, 5, 5), torch.randn(3, 8)
+    for mode in ("train", "eval"):
+        getattr(gate, mode)()
+        gate.descriptor.momentum = gate.centre.momentum = 0.0
+        whole = gate(x, t)[1]
+        alone = torch.cat([gate(x[i : i + 1], t)[1] for i in range(6)])
+        assert torch.equal(whole, alone), mode
 
 
 def test_moe_balance_statistics():

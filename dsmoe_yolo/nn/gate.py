@@ -2,17 +2,23 @@
 
 Adopted formulation (PAPER.md stage 7):
 
-    v    = MLP_v(BN([GAP F; GMP F]))        (B, h)   MLP: 2 hidden layers of 128, SiLU
-    t    = MLP_t(T)                         (nc, h)
-    tbar = softmax(v t^T / sqrt(h)) t       (B, h)   visual attends over the classes' text (co-attention)
-    q    = LN(v + v * tbar)                 (B, h)
-    g    = softmax(q K^T / sqrt(h) / tau + noise)   (B, N)   K: learnable expert keys, tau: learnable temperature
+    t    = MLP_t(T)                                  (nc, h)   MLP: 2 hidden layers of 128, SiLU
+    P    = W_p F                                     (B, h, HW) pixels projected to the gate width
+    a_k  = softmax_pixels(t_k . P / sqrt(h))         text -> visual attention, one map per class
+    e    = mean_k (a_k P)                            (B, h)    class-conditioned visual evidence
+    v    = S_v(MLP_v(S([GAP F; GMP F])) + e)        (B, h)    S, S_v: running standardisation (see below)
+    tbar = softmax(v t^T / sqrt(h)) t                (B, h)    visual -> text attention (the other direction)
+    q    = LN(v + v * tbar)                          (B, h)
+    g    = softmax(q K^T / sqrt(h) / tau + noise)    (B, N)    K: learnable expert keys, tau: learnable temperature
     keep the top k of g per image, renormalised;  k = ceil(log2 N) by default (N = 32 -> 5)
 
-Departures, both against routing collapse (every image picking the same k experts, seen on near-identical inputs):
-the visual descriptor is average- and max-pooled and batch-normalised, so the gate sees how an image differs from the
-data rather than what all images share; and during training Gaussian noise (std ``noise``, in units of the tempered
-logits) is added before the top-k, Shazeer et al.'s noisy top-k gating. Evaluation is deterministic.
+Departures, all against routing collapse (every image picking the same k experts: seen in evaluation on PCB images,
+whose pooled features are dominated by the board that every image shares):
+- the gate reads class-conditioned evidence (text attending over pixels), not only globally pooled features;
+- the pooled descriptor is standardised with running statistics that are used in training as in evaluation, so an
+  image's experts never depend on which other images share its batch and evaluation routes like training;
+- during training Gaussian noise (std ``noise``, in units of the tempered logits) is added before the top-k,
+  Shazeer et al.'s noisy top-k gating. Evaluation is deterministic.
 
 The temperature is stored as log(tau), initialised at log(0.1) and clamped to [0.01, 10] so it can neither collapse
 to 0 nor overflow. Routing itself is the small pure function :func:`route`.
@@ -26,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ("ExpertGate", "route", "default_top_k", "mlp")
+__all__ = ("ExpertGate", "RunningStandardize", "route", "default_top_k", "mlp")
 
 LOG_TAU_RANGE = (math.log(1e-2), math.log(10.0))
 
@@ -56,6 +62,33 @@ def route(logits: torch.Tensor, k: int, tau: torch.Tensor | float) -> tuple[torc
     top, indices = probs.topk(k, dim=-1)
     weights = top / top.sum(-1, keepdim=True).clamp_min(1e-12)
     return weights, indices, probs
+
+
+class RunningStandardize(nn.Module):
+    """(x - running mean) / running std, the running statistics updated in training and used in both modes.
+
+    Unlike BatchNorm, training never uses the batch's own statistics: the output for one sample does not depend on
+    the other samples in its batch, and training and evaluation compute the same function.
+
+    Args:
+        c (int): Features.
+        momentum (float): Running-statistics update rate per training step.
+    """
+
+    def __init__(self, c: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(c))
+        self.register_buffer("running_var", torch.ones(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise (B, c)."""
+        if self.training and self.momentum > 0 and x.shape[0] > 1:
+            with torch.no_grad():
+                xf = x.detach().float()
+                self.running_mean.lerp_(xf.mean(0), self.momentum)
+                self.running_var.lerp_(xf.var(0, unbiased=False), self.momentum)
+        return (x - self.running_mean.to(x.dtype)) * torch.rsqrt(self.running_var + self.eps).to(x.dtype)
 
 
 def mlp(c_in: int, hidden: int = 128, c_out: int | None = None) -> nn.Sequential:
@@ -95,8 +128,10 @@ class ExpertGate(nn.Module):
         if noise < 0:
             raise ValueError(f"gate noise={noise} must be >= 0")
         self.noise = float(noise)
-        self.descriptor = nn.BatchNorm1d(2 * c_vis)
+        self.descriptor = RunningStandardize(2 * c_vis)
         self.visual = mlp(2 * c_vis, hidden)
+        self.pixels = nn.Conv2d(c_vis, hidden, 1)
+        self.centre = RunningStandardize(hidden)
         self.textual = mlp(d_text, hidden)
         self.norm = nn.LayerNorm(hidden)
         self.keys = nn.Parameter(torch.randn(n_experts, hidden) * hidden**-0.5)
@@ -111,8 +146,11 @@ class ExpertGate(nn.Module):
     def logits(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Gate logits (B, N) for visual (B, c, H, W) and text (nc, d)."""
         pooled = torch.cat([F.adaptive_avg_pool2d(feats, 1), F.adaptive_max_pool2d(feats, 1)], 1).flatten(1)
-        v = self.visual(self.descriptor(pooled))
-        t = self.textual(text)
+        t = self.textual(text)  # (nc, h)
+        pix = self.pixels(feats).flatten(2)  # (B, h, HW)
+        attn = torch.softmax(torch.einsum("kh,bhn->bkn", t, pix) * self.scale, dim=-1)  # (B, nc, HW)
+        evidence = torch.einsum("bkn,bhn->bh", attn, pix) / t.shape[0]  # mean over classes of attended pixels
+        v = self.centre(self.visual(self.descriptor(pooled)) + evidence)
         tbar = torch.softmax(v @ t.T * self.scale, dim=-1) @ t
         q = self.norm(v + v * tbar)
         return q @ self.keys.T * self.scale
