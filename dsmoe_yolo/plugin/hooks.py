@@ -5,14 +5,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dsmoe_yolo.plugin import internals
-
 from dsmoe_yolo.plugin.config import DEFAULT_DATA, DefaultData, install_config  # noqa: F401 - re-exported
 
 
@@ -34,11 +32,9 @@ def is_dsmoe_source(model) -> bool:
             return False
         return any(isinstance(r[2], str) and r[2] in LAYERS for r in [*d.get("backbone", []), *d.get("head", [])])
     if path.endswith(".pt") and Path(path).is_file():
-        try:
-            with zipfile.ZipFile(path) as z:
-                return any(b"dsmoe_yolo" in z.read(n) for n in z.namelist() if n.endswith(".pkl"))
-        except (zipfile.BadZipFile, OSError):
-            return False
+        from dsmoe_yolo.checkpoint import inspect_checkpoint
+
+        return bool(inspect_checkpoint(path)["dsmoe_classes"])
     return False
 
 
