@@ -144,7 +144,7 @@ def _final_metrics(run: Path) -> dict:
 
 @pytest.mark.slow
 def test_killed_run_resumes_and_matches_an_uninterrupted_one(tiny_data, tmp_path):
-    args = dict(data=str(tiny_data), epochs=2, imgsz=64, batch=4, workers=0, device="cpu", seed=0, deterministic=True, plots=False, project=str(tmp_path))
+    args = dict(data=str(tiny_data), epochs=2, imgsz=128, batch=4, workers=0, device="cpu", seed=0, deterministic=True, plots=False, project=str(tmp_path))
     killed = run_python(KILL_MID_EPOCH.replace("**ARGS", f"**{ {**args, 'name': 'killed'} !r}"), cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr[-2000:]
     run = tmp_path / "killed"
@@ -154,8 +154,15 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tiny_data, tmp_path
     assert full.returncode == 0, full.stderr[-2000:]
     resumed, reference = _final_metrics(run), _final_metrics(tmp_path / "full")
     assert resumed["epochs"] == reference["epochs"] == 2
-    for key in ("val/box_loss", "val/cls_loss", "val/dfl_loss", "train/box_loss"):
-        assert abs(resumed[key] - reference[key]) <= 0.15 * abs(reference[key]) + 0.01, (key, resumed[key], reference[key])
+    keys = ("val/box_loss", "val/dfl_loss", "val/cls_loss", "train/box_loss", "metrics/mAP50-95(B)")
+    print("resume vs uninterrupted:", {k: (resumed[k], reference[k]) for k in keys})  # shown with pytest -s
+    # Ultralytics' resume restores weights, EMA and optimizer but not the RNG, so the resumed epoch sees other
+    # augmentations and batch order: its training loss (4 batches of tiny boxes) is noise, not a check. The
+    # validation losses of the final weights are the comparison (measured: 0.761 vs 0.759 box, 0.443 vs 0.442 dfl).
+    for key in ("val/box_loss", "val/dfl_loss"):
+        assert reference[key] > 0.05, f"{key}={reference[key]}: too small for the comparison to mean anything"
+        assert abs(resumed[key] - reference[key]) <= 0.03 * reference[key], (key, resumed[key], reference[key])
+    assert abs(resumed["val/cls_loss"] - reference["val/cls_loss"]) <= 0.1 * reference["val/cls_loss"] + 1e-3
     assert abs(resumed["metrics/mAP50-95(B)"] - reference["metrics/mAP50-95(B)"]) <= 0.02
 
 
