@@ -56,7 +56,7 @@ def _model_rows(models: list[str], imgsz: int, runs: int) -> list[tuple]:
         model = DetectionModel(name, verbose=False).eval()
         x = torch.zeros(1, 3, imgsz, imgsz)
 
-        def call():
+        def call(model=model, x=x):
             with torch.no_grad():
                 model(x)
 

@@ -111,7 +111,7 @@ def on_val_end(validator) -> None:
     save_dir.mkdir(parents=True, exist_ok=True)
     with open(save_dir / "expert_usage.csv", "w", newline="", encoding="utf-8") as f:
         writer = None
-        for layer, (s, k) in sorted(stats.items(), key=lambda kv: str(kv[0])):
+        for layer, (s, _k) in sorted(stats.items(), key=lambda kv: str(kv[0])):
             if writer is None:
                 writer = csv.writer(f)
                 writer.writerow(["layer", "class", "images", *[f"e{e}_{kind}" for e, kind in enumerate(s.kinds)]])

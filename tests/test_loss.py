@@ -103,12 +103,11 @@ def batch():
 
 
 def _model(loss):
+    import yaml
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
 
     from dsmoe_yolo import CFG_DIR
-
-    import yaml
 
     d = yaml.safe_load((CFG_DIR / "models" / "dsmoe-yolov8.yaml").read_text())
     d["scale"] = "n"

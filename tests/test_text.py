@@ -15,7 +15,14 @@ from dsmoe_yolo.errors import ConfigError
 from dsmoe_yolo.text import embed as embed_mod
 from dsmoe_yolo.text.embed import cache_dir, embed_classes, load_embeddings_file, save_embeddings_file, template_prompts
 from dsmoe_yolo.text.encoder import MINILM, TextEncoder, resolve_encoder_id
-from dsmoe_yolo.text.prompts import generate_prompts, load_prompts, parse_descriptions, prompts_for, strip_reasoning, write_prompts
+from dsmoe_yolo.text.prompts import (
+    generate_prompts,
+    load_prompts,
+    parse_descriptions,
+    prompts_for,
+    strip_reasoning,
+    write_prompts,
+)
 
 NAMES = ["scratch", "crack", "pinhole"]
 PROMPTS = {
