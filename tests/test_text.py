@@ -159,6 +159,24 @@ def test_embeddings_file_checks_class_count_and_names(tmp_path):
         load_embeddings_file(path, ["a", "b", "c"])
 
 
+def test_concurrent_cache_writers_do_not_collide(tmp_path, monkeypatch):
+    """Two processes filling the same cache entry (two trainings, DDP ranks): a second writer finishing while the
+    first is still writing must not break the first (a shared temp name did: FileNotFoundError on rename)."""
+    path, real_save, nested = tmp_path / "e.pt", torch.save, []
+
+    def save_then_let_another_writer_finish(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        if not nested:
+            nested.append(True)
+            save_embeddings_file(path, torch.ones(3, 8), {"names": NAMES})
+
+    monkeypatch.setattr(torch, "save", save_then_let_another_writer_finish)
+    save_embeddings_file(path, torch.zeros(3, 8), {"names": NAMES})
+    emb, _ = load_embeddings_file(path, NAMES)
+    assert nested and torch.equal(emb, torch.zeros(3, 8)), "the last rename wins with a complete file"
+    assert [p.name for p in tmp_path.iterdir()] == ["e.pt"], "no temporary files left behind"
+
+
 def test_reasoning_is_stripped_and_lines_cleaned():
     answer = "<think>The user wants lines. Let me think...</think>\n1. a thin bright line across the metal\n- a shallow straight abrasion mark\nok\n"
     assert strip_reasoning("<think>unterminated reasoning") == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -40,12 +41,22 @@ def template_prompts(names: list[str]) -> dict[str, list[str]]:
 
 
 def save_embeddings_file(path: str | Path, embeddings: torch.Tensor, meta: dict) -> Path:
-    """Write embeddings (nc, D) and their provenance to a ``.pt`` file (the format 'dsmoe embed' writes)."""
+    """Write embeddings (nc, D) and their provenance to a ``.pt`` file (the format 'dsmoe embed' writes).
+
+    Atomic and safe for concurrent writers (two trainings or DDP ranks filling the same cache entry): each writes its
+    own temporary file in the target folder and renames it over ``path``; the last rename wins, readers never see a
+    partial file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "embeddings": embeddings.float().cpu(), **meta}, tmp)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "embeddings": embeddings.float().cpu(), **meta}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
