@@ -156,9 +156,15 @@ def test_dsmoe_loss_changes_only_classification_and_adds_named_terms(batch):
     _, qf_det, _ = stock.get_assigned_targets_and_loss(preds, batch)
     torch.testing.assert_close(ours_det[1], qf_det[1])  # cls = QFocal on the same TAL soft targets
     assert not torch.isclose(ours_det[1], stock_det[1])
+    unit = _model({"type": "qfocal_ciou", "cls_scale": 1.0, "align": 0.1, "hyp_angle": 0.05}).init_criterion()
+    unit_total, unit_items = unit(preds, batch)
+    assert criterion.cls_scale == 16.0 and unit.cls_scale == 1.0
+    torch.testing.assert_close(total[1], 16.0 * unit_total[1])  # cls_scale multiplies only the QFocal term
+    torch.testing.assert_close(items["cls_loss"], 16.0 * unit_items["cls_loss"])
+    torch.testing.assert_close(total[[0, 2]], unit_total[[0, 2]])
 
 
-@pytest.mark.parametrize("spec, pattern", [("focal", "unknown"), ({"type": "qfocal_ciou", "moee": 1}, "unknown settings"), ({"type": "qfocal_ciou", "moe": -1}, "non-negative"), ({"type": "qfocal_ciou", "balance": "gini"}, "cv2, switch or both")])
+@pytest.mark.parametrize("spec, pattern", [("focal", "unknown"), ({"type": "qfocal_ciou", "moee": 1}, "unknown settings"), ({"type": "qfocal_ciou", "moe": -1}, "non-negative"), ({"type": "qfocal_ciou", "cls_scale": "x"}, "cls_scale.*non-negative"), ({"type": "qfocal_ciou", "balance": "gini"}, "cv2, switch or both")])
 def test_bad_loss_config(spec, pattern):
     with pytest.raises(ConfigError, match=pattern):
         loss_config({"loss": spec})
