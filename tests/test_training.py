@@ -46,11 +46,13 @@ class _FrozenAssigner:
 
 
 def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_path):
-    """dsmoe.yaml trains 3 epochs on real PCB images (24 of deeppcb-mini's 48); its objective on training images drops.
+    """DS-MoE-n trains 10 epochs on real PCB images (24 of deeppcb-mini's 48); its objective on training images drops.
 
     The loss the trainer prints is not comparable across early epochs: TAL's targets are IoU-aware and the loss is
     normalised by their sum, so as boxes improve the targets grow and the printed loss rises (stock YOLOv8 does the
     same here). So the objective is compared at one fixed assignment (the trained model's), before and after training.
+    Measured (torch 2.14.1, CPU): whole objective 0.57x, box+DFL 0.54x (last.pt, EMA); the classification term alone is noisy over so
+    few steps (it moves between 0.6x and 1.4x epoch to epoch), so it is not asserted on its own.
     """
     import copy
 
@@ -60,16 +62,16 @@ def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_p
     from dsmoe_yolo.loss import DSMoEDetectionLoss
 
     data = shared_copy("deeppcb-mini")
-    model = YOLO("dsmoe.yaml")
+    model = YOLO("dsmoe-yolov8n.yaml")
     initial = {}
     model.add_callback("on_pretrain_routine_end", lambda t: initial.update(model=copy.deepcopy(t.model).eval()))
     no_aug = dict(mosaic=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0, translate=0.0, scale=0.0, erasing=0.0)
     model.train(
-        data=str(data), epochs=3, imgsz=256, batch=8, nbs=8, fraction=0.5, workers=0, device="cpu", seed=0, deterministic=True,
+        data=str(data), epochs=10, imgsz=256, batch=8, nbs=8, fraction=0.5, workers=0, device="cpu", seed=0, deterministic=True,
         optimizer="AdamW", lr0=0.001, warmup_epochs=0, project=str(tmp_path), name="deeppcb", plots=False, val=False, **no_aug,
     )
     rows = _results(tmp_path / "deeppcb")
-    assert len(rows) == 3 and all(v == v for r in rows for v in r.values())
+    assert len(rows) == 10 and all(v == v for r in rows for v in r.values())
 
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
@@ -84,6 +86,9 @@ def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_p
     criterion.assigner = _FrozenAssigner(criterion.assigner)
     before_model = initial["model"].float().train()
     with torch.no_grad():
-        after = criterion(trained(batch["img"]), batch)[0].sum()
-        before = criterion(before_model(batch["img"]), batch)[0].sum()
+        after, after_items = criterion(trained(batch["img"]), batch)
+        before, before_items = criterion(before_model(batch["img"]), batch)
+    after, before = after.sum(), before.sum()
     assert after < 0.8 * before, f"objective at a fixed assignment: before {before:.3f}, after {after:.3f}"
+    localisation = {name: float(items["box_loss"] + items["dfl_loss"]) for name, items in [("after", after_items), ("before", before_items)]}  # noqa: E501
+    assert localisation["after"] < 0.7 * localisation["before"], f"box+DFL at a fixed assignment: {localisation}"
