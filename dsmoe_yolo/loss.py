@@ -22,9 +22,10 @@ term           definition
 
 ``cls_scale`` (a project choice; the paper gives no weights): Ultralytics' ``cls`` gain (0.5) is tuned for BCE, and
 QFocal's alpha and |y - sigmoid(x)|^gamma factors make it about 11x smaller (train cls_loss after 30 epochs of
-DS-MoE-n on deeppcb-mini at the same gain: 0.22 with QFocal, 2.55 with BCE), which starves classification. The default 16 gives an effective gain of 8 with the stock
-``cls=0.5``: in 30-epoch DS-MoE-n runs (320 px, seed 0) mAP50-95 went 0.033 -> 0.051 on deeppcb-mini and
-0.032 -> 0.058 on neu-det-mini (README). ``cls_scale: 1`` restores the bare ``cls`` gain.
+DS-MoE-n on deeppcb-mini at the same gain: 0.22 with QFocal, 2.55 with BCE), which starves classification. The default
+16 gives an effective gain of 8 with the stock ``cls=0.5``: in 30-epoch DS-MoE-n runs (320 px, seed 0) mAP50-95 went
+0.033 -> 0.051 on deeppcb-mini and 0.032 -> 0.058 on neu-det-mini (README). ``cls_scale: 1`` restores the bare ``cls``
+gain.
 """
 
 from __future__ import annotations
@@ -50,22 +51,23 @@ class QualityFocalLoss(nn.Module):
     Args:
         alpha (float): Weight of positives (0.25).
         gamma (float): Focusing exponent on |y - sigmoid(x)| (1.5).
+        loss_weight (float): Multiplies the loss (1.0); DSMoEDetectionLoss passes ``cls_scale``.
 
     Examples:
         >>> QualityFocalLoss()(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]])).shape
         torch.Size([1, 2])
     """
 
-    def __init__(self, alpha: float = 0.25, gamma: float = 1.5):
+    def __init__(self, alpha: float = 0.25, gamma: float = 1.5, loss_weight: float = 1.0):
         super().__init__()
-        self.alpha, self.gamma = alpha, gamma
+        self.alpha, self.gamma, self.loss_weight = alpha, gamma, float(loss_weight)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Return the loss of logits ``pred`` against soft targets ``target`` in [0, 1], same shape, no reduction."""
         bce = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
         prob = pred.sigmoid()
         alpha = target * self.alpha + (1 - target) * (1 - self.alpha)
-        return bce * alpha * (target - prob).abs().pow(self.gamma)
+        return self.loss_weight * bce * alpha * (target - prob).abs().pow(self.gamma)
 
 
 def ciou_loss(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor) -> torch.Tensor:
@@ -125,8 +127,8 @@ class DSMoEDetectionLoss(v8DetectionLoss):
 
     def __init__(self, model, alpha=0.25, gamma=1.5, cls_scale=16.0, moe=0.01, balance="cv2", align=0.0, hyp_angle=0.0, hyp_order=0.0, tal_topk=10):
         super().__init__(model, tal_topk=tal_topk)
-        self.bce = QualityFocalLoss(alpha, gamma)  # used element-wise by get_assigned_targets_and_loss on TAL soft targets
-        self.cls_scale = float(cls_scale)  # on top of the train arg ``cls`` (module docstring)
+        # used element-wise by get_assigned_targets_and_loss on TAL soft targets; cls_scale stacks on the train arg cls
+        self.bce = QualityFocalLoss(alpha, gamma, loss_weight=cls_scale)
         self.weights = {"moe": moe, "align": align, "hyp_angle": hyp_angle, "hyp_order": hyp_order}
         self.balance = balance
         self.aux_layers = [m for m in model.modules() if isinstance(m, YAMLLayer)]
@@ -135,6 +137,11 @@ class DSMoEDetectionLoss(v8DetectionLoss):
         extra += ["align_loss"] if align > 0 else []
         extra += ["hyp_loss"] if hyp_angle > 0 or hyp_order > 0 else []
         self.loss_names = (*self.loss_names, *extra)
+
+    @property
+    def cls_scale(self) -> float:
+        """Factor on the QFocal term on top of the train arg ``cls`` (module docstring)."""
+        return self.bce.loss_weight
 
     def auxiliary_terms(self) -> dict[str, torch.Tensor]:
         """Weighted auxiliary terms from the layers' latest forward (consumed: each forward's aux is read once)."""
@@ -167,8 +174,6 @@ class DSMoEDetectionLoss(v8DetectionLoss):
         """Detection terms from the stock pipeline (with QFocal) plus the auxiliary terms."""
         batch_size = preds["boxes"].shape[0]
         _, det, items = self.get_assigned_targets_and_loss(preds, batch)
-        det = det * det.new_tensor([1.0, self.cls_scale, 1.0])
-        items["cls_loss"] = det[1].detach()
         extra = self.auxiliary_terms()
         total = torch.cat([det, torch.stack(list(extra.values()))]) if extra else det
         items = {**items, **{k: v.detach() for k, v in extra.items()}}

@@ -152,9 +152,9 @@ def test_dsmoe_loss_changes_only_classification_and_adds_named_terms(batch):
     _, stock_det, _ = stock.get_assigned_targets_and_loss(preds, batch)
     _, ours_det, _ = criterion.get_assigned_targets_and_loss(preds, batch)
     torch.testing.assert_close(ours_det[[0, 2]], stock_det[[0, 2]])  # CIoU box and DFL identical
-    stock.bce = QualityFocalLoss(0.25, 1.5)
+    stock.bce = QualityFocalLoss(0.25, 1.5, loss_weight=16.0)
     _, qf_det, _ = stock.get_assigned_targets_and_loss(preds, batch)
-    torch.testing.assert_close(ours_det[1], qf_det[1])  # cls = QFocal on the same TAL soft targets
+    torch.testing.assert_close(ours_det[1], qf_det[1])  # cls = QFocal x cls_scale on the same TAL soft targets
     assert not torch.isclose(ours_det[1], stock_det[1])
     unit = _model({"type": "qfocal_ciou", "cls_scale": 1.0, "align": 0.1, "hyp_angle": 0.05}).init_criterion()
     unit_total, unit_items = unit(preds, batch)
