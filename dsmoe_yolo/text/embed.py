@@ -140,8 +140,10 @@ def embed_classes(
 
 
 def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[str]], str]:
-    """Find the prompts for a dataset: its ``prompts:`` key, else ``cfg/prompts/<data name>.yaml``, else templates."""
+    """Find the prompts for a dataset: its ``prompts:`` key, else the bundled files that know its class names (see
+    ``text/bundled.py``), else class-name templates."""
     from dsmoe_yolo.assets import CFG_DIR
+    from dsmoe_yolo.text.bundled import match_bundled_prompts
 
     yaml_file = Path(str(data.get("yaml_file", "")))
     spec = data.get("prompts")
@@ -149,13 +151,8 @@ def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[s
         candidates = [Path(spec).expanduser(), yaml_file.parent / spec, CFG_DIR / "prompts" / str(spec)]
         for c in candidates:
             if c.is_file() and c.resolve() != yaml_file.resolve():  # a bundled prompt file shares the data YAML's name
-                return load_prompts(c), str(c)
+                table = prompts_for(names, load_prompts(c), source=f"prompt file '{c}'")
+                log(f"DS-MoE text: class descriptions from {c} (named by the data YAML's 'prompts:')")
+                return dict(zip(names, table)), str(c)
         raise ConfigError(f"data YAML '{yaml_file.name}' names prompts '{spec}', which was not found (looked in {', '.join(str(c.parent) for c in candidates)})")
-    bundled = CFG_DIR / "prompts" / yaml_file.name
-    if yaml_file.name and bundled.is_file():
-        return load_prompts(bundled), str(bundled)
-    log(
-        f"DS-MoE text: no prompt file for '{yaml_file.name or 'this data'}'; using class-name templates. Write better ones "
-        f"with 'dsmoe prompts data={yaml_file}' and name the file under 'prompts:' in the data YAML."
-    )
-    return template_prompts(names), "class-name templates"
+    return match_bundled_prompts(names, CFG_DIR / "prompts", yaml_file.name, template_prompts, log)
