@@ -32,6 +32,7 @@ LAYER_NAMES = (
     "HeterogeneousEnsemble",
     "DifferentiableAggregation",
     "PlainTextFusion",
+    "ZeroInitResidual",
 )
 
 

@@ -14,6 +14,7 @@ layer                       stage  file
 ``HeterogeneousEnsemble``   9      ``ensemble.py``
 ``DifferentiableAggregation`` 10   ``aggregation.py``
 ``PlainTextFusion``         abl.   ``fusion.py`` (ablation row B: text without hyperbolic/MoE)
+``ZeroInitResidual``        lite   ``residual.py`` (DS-MoE branch added to a YOLOv8 at zero)
 ==========================  =====  ============================================================
 """
 
@@ -32,6 +33,7 @@ from dsmoe_yolo.nn.hyperbolic import HyperbolicAlign
 from dsmoe_yolo.nn.mobilesam import MobileSAMBackbone
 from dsmoe_yolo.nn.moe import SparseMoE
 from dsmoe_yolo.nn.pick import Pick
+from dsmoe_yolo.nn.residual import ZeroInitResidual
 from dsmoe_yolo.nn.resnet import ResNetBackbone
 from dsmoe_yolo.nn.text import ClassText
 
@@ -49,6 +51,7 @@ LAYERS: dict[str, type] = {
         HeterogeneousEnsemble,
         DifferentiableAggregation,
         PlainTextFusion,
+        ZeroInitResidual,
     )
 }
 
@@ -56,7 +59,7 @@ __all__ = ("LAYERS", "YAMLLayer", "aux_outputs", "pop_aux_outputs", *LAYERS)
 
 _SUBMODULES = (
     "aggregation", "base", "broadcast", "cbam", "ensemble", "experts", "fusion", "gate", "hyperbolic", "mobilesam",
-    "moe", "pick", "resnet", "text",
+    "moe", "pick", "residual", "resnet", "text",
 )
 
 

@@ -11,12 +11,26 @@ ball; ``clamp_tangent`` clamps tangent vectors *before* ``tanh`` (MERU's habit) 
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
-from geoopt.manifolds.stereographic import math as gmath
 
 from dsmoe_yolo.nn.base import is_tracing
 
 __all__ = ("expmap0", "logmap0", "mobius_add", "mobius_scalar_mul", "dist", "project", "clamp_tangent")
+
+
+@functools.cache
+def _gmath():
+    """geoopt's stereographic math, imported on first use: importing geoopt compiles TorchScript (slow, and a
+    ``torch.jit.script`` deprecation warning), which stock Ultralytics commands must not pay for."""
+    with warnings.catch_warnings():  # geoopt's own use of torch.jit.script, not actionable by our users
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
+        from geoopt.manifolds.stereographic import math
+
+    return math
+
 
 MAX_TANGENT = 15.0  # sqrt(c) * |u| beyond this makes tanh(...) == 1 in fp32 anyway
 
@@ -88,30 +102,30 @@ def _torch_project(x, c, eps):
 # Public API ----------------------------------------------------------------------------------------------------------
 def expmap0(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Exponential map at the origin: tangent vectors (..., D) to ball points (..., D)."""
-    return _torch_expmap0(u, c) if is_tracing() else gmath.expmap0(u, k=_k(c))
+    return _torch_expmap0(u, c) if is_tracing() else _gmath().expmap0(u, k=_k(c))
 
 
 def logmap0(y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Logarithmic map at the origin: ball points (..., D) to tangent vectors (..., D)."""
-    return _torch_logmap0(y, c) if is_tracing() else gmath.logmap0(y, k=_k(c))
+    return _torch_logmap0(y, c) if is_tracing() else _gmath().logmap0(y, k=_k(c))
 
 
 def mobius_add(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Mobius addition x (+) y, broadcasting over leading dimensions."""
-    return _torch_mobius_add(x, y, c) if is_tracing() else gmath.mobius_add(x, y, k=_k(c))
+    return _torch_mobius_add(x, y, c) if is_tracing() else _gmath().mobius_add(x, y, k=_k(c))
 
 
 def mobius_scalar_mul(r: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Mobius scalar multiplication r (x) x."""
-    return _torch_mobius_scalar_mul(r, x, c) if is_tracing() else gmath.mobius_scalar_mul(r, x, k=_k(c))
+    return _torch_mobius_scalar_mul(r, x, c) if is_tracing() else _gmath().mobius_scalar_mul(r, x, k=_k(c))
 
 
 def dist(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Geodesic distance (...,) between ball points x and y (..., D)."""
-    return _torch_dist(x, y, c) if is_tracing() else gmath.dist(x, y, k=_k(c))
+    return _torch_dist(x, y, c) if is_tracing() else _gmath().dist(x, y, k=_k(c))
 
 
 def project(x: torch.Tensor, c: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """Pull points at or beyond the boundary back inside the ball (geoopt's eps: 4e-3 in fp32, 1e-5 otherwise)."""
     eps = (4e-3 if x.dtype == torch.float32 else 1e-5) if eps is None else eps
-    return _torch_project(x, c, eps) if is_tracing() else gmath.project(x, k=_k(c), eps=eps)
+    return _torch_project(x, c, eps) if is_tracing() else _gmath().project(x, k=_k(c), eps=eps)

@@ -3,6 +3,8 @@
 Stock ``check_file`` looks in the working directory, then inside the ultralytics package and site-packages, never
 in an editable install's source tree. The wrapper answers from the bundled ``cfg/`` and ``datasets/`` folders first
 (after the working directory, so a local file of the same name still wins) and explains misses of ``dsmoe*`` names.
+A bundled dataset YAML whose data would land inside the source tree is answered with a relocated copy
+(``data/location.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dsmoe_yolo.assets import bundled_names, find_bundled
+from dsmoe_yolo.assets import DATASETS_DIR, bundled_names, find_bundled
+
+
+def _outside_source_tree(bundled: Path) -> Path:
+    """The bundled dataset YAML, or a copy whose data goes to the user cache (see ``data/location.py``)."""
+    from ultralytics.utils import DATASETS_DIR as ultralytics_datasets_dir
+    from ultralytics.utils import LOGGER
+
+    from dsmoe_yolo.data.location import relocated_dataset_yaml
+
+    return relocated_dataset_yaml(bundled, Path(ultralytics_datasets_dir), LOGGER.info)
 
 
 def make_check_file(stock_check_file):
@@ -21,6 +33,8 @@ def make_check_file(stock_check_file):
         name = str(file).strip()
         if name and "://" not in name and not os.path.isfile(name) and Path(name).name == name:
             hit = find_bundled(name)
+            if hit is not None and hit.parent == DATASETS_DIR:
+                return str(_outside_source_tree(hit))
             if hit is not None:
                 return str(hit)
             if os.path.isdir(name) and Path(name).suffix in (".yaml", ".yml"):  # e.g. a run folder named after a YAML

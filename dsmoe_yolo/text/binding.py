@@ -130,6 +130,14 @@ def set_classes(model, names: list[str], embeddings: torch.Tensor | None = None,
     if not isinstance(head, Detect):
         raise ConfigError("set_classes: the model's last layer is not a Detect head")
     old = [str(v) for v in (net.names.values() if isinstance(net.names, dict) else net.names)]
+    new = [n for n in names if n not in old]
+    if new:
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(
+            f"set_classes: {new} are new to this model; their detection-head rows are untrained, so their scores mean "
+            f"nothing until the model is fine-tuned on data with these classes (the head is a closed-set classifier)"
+        )
     _resize_head(head, old, names)
     net.yaml["nc"] = len(names)
     net.names = dict(enumerate(names))
