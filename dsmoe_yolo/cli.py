@@ -4,6 +4,9 @@
     dsmoe embed     data=neu-det.yaml [prompts=my.yaml model=auto out=neu-det_embeddings.pt device=cpu cache=True]
     dsmoe benchmark data=neu-det.yaml [models=dsmoe-yolov8n.yaml,yolov8n.yaml epochs=10 imgsz=640 batch=8 seed=0 ...]
     dsmoe bench-moe [batch=8 imgsz=640 runs=10 threads=2 models=n,s]
+    dsmoe bench-models [scales=n,s runs=10 threads=1 onnx=True models=a.yaml,b.yaml]
+
+`dsmoe COMMAND --help` describes one command.
 
 Training, validation, prediction and export stay with the stock ``yolo`` command.
 """
@@ -27,7 +30,24 @@ COMMANDS = {
         "latency_runs", "optimizer", "lr0", "patience", "exist_ok", "onnx", "nbs",
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
+    "bench-models": ("scales", "runs", "threads", "onnx", "models"),
 }
+HELP_MODULES = {  # module whose docstring documents the command
+    "prompts": "dsmoe_yolo.text.prompts",
+    "embed": "dsmoe_yolo.text.embed",
+    "benchmark": "dsmoe_yolo.benchmark",
+    "bench-moe": "dsmoe_yolo.bench_moe",
+    "bench-models": "dsmoe_yolo.bench_models",
+}
+
+
+def command_help(command: str) -> str:
+    """Usage of one command: its line of the overview, its keys, and its module's description."""
+    import importlib
+
+    usage = next((line.strip() for line in (__doc__ or "").splitlines() if line.strip().startswith(f"dsmoe {command} ")), "")
+    doc = importlib.import_module(HELP_MODULES[command]).__doc__ or ""
+    return f"usage: {usage}\nkeys (key=value): {', '.join(COMMANDS[command])}\n\n{doc.strip()}\n"
 
 
 def parse_args(argv: list[str], allowed: tuple[str, ...], command: str) -> dict:
@@ -103,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"dsmoe: unknown command '{command}'. Commands: {', '.join(COMMANDS)}\n{__doc__}", file=sys.stderr)
         return 2
+    if any(a in ("-h", "--help", "help") for a in rest):
+        print(command_help(command))
+        return 0
     try:
         args = parse_args(rest, COMMANDS[command], command)
         if command == "prompts":
@@ -117,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             from dsmoe_yolo.bench_moe import run as bench_moe
 
             bench_moe(**args)
+        elif command == "bench-models":
+            from dsmoe_yolo.bench_models import run as bench_models
+
+            bench_models(**args)
     except ConfigError as e:
         print(f"dsmoe {command}: {e}", file=sys.stderr)
         return 2

