@@ -332,7 +332,9 @@ def test_space_broadcast_dilation_follows_the_hyperbolic_radius(geo_norm, dilati
     direction = F.normalize(torch.randn(1, 8, 9, 9), dim=1)
     g = direction * geo_norm
     y = F.conv2d(torch.cat([f, sb.compress(g)], 1), sb.weight, padding=dilation, dilation=dilation) * 0.5
-    torch.testing.assert_close(sb([f, g, torch.randn(2, 8)]), sb.act(sb.bn(y)) + f, atol=1e-5, rtol=1e-5)
+    # 1e-4: eager deformable conv samples through grid_sample's normalised coordinates (nn/deform.py), ~5e-5 relative
+    # rounding on the geometric features of norm 1e4 used here
+    torch.testing.assert_close(sb([f, g, torch.randn(2, 8)]), sb.act(sb.bn(y)) + f, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(sb.dilation(g), torch.full((1, 1, 9, 9), float(dilation)))
 
 

@@ -2,9 +2,12 @@
 
     y[b, o, p] = sum_{c, k} W[o, c, k] * m[b, k, p] * bilinear(x[b, c], p + p_k + Δp[b, k, p])
 
-``deform_conv2d`` computes exactly what ``torchvision.ops.deform_conv2d`` computes (same offset layout: (dy, dx) pairs per
-kernel tap, row-major taps; zero outside the map), but samples all taps with one ``grid_sample`` and contracts with one
-``matmul``; torchvision's CPU kernel loops per position and was 3-8x slower here (``dsmoe bench-models``). While
+``deform_conv2d`` computes what ``torchvision.ops.deform_conv2d`` computes (same offset layout: (dy, dx) pairs per kernel
+tap, row-major taps; zero outside the map), but samples all taps with one ``grid_sample`` and contracts with one
+``matmul``: about 4x faster than torchvision's CPU kernel, which loops per output position. Results agree to float32
+rounding: grid_sample takes normalised coordinates, so even integer sampling positions carry ~1e-7 px of rounding,
+measured at <= 1e-5 relative on ordinary inputs and ~5e-5 on features of norm 1e4 (tests/test_lite.py, test_layers.py).
+A gather-based exact variant was 1.3x slower than torchvision here, so it was not kept. While
 exporting, torchvision's op is called instead so ONNX gets one ``DeformConv`` node (opset 19, TensorRT's parser).
 """
 
