@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
 from dsmoe_yolo.nn.base import is_tracing
 
@@ -53,6 +52,8 @@ def deform_conv2d(
     """
     o, c, k, k2 = weight.shape
     if is_tracing() or k != k2 or offset.shape[1] != 2 * k * k or c != x.shape[1]:
+        from torchvision.ops import deform_conv2d as tv_deform_conv2d  # imported here: torchvision costs seconds
+
         return tv_deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask)
     b, _, h, w = x.shape
     h_out, w_out = offset.shape[2:]

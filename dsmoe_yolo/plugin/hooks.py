@@ -51,7 +51,12 @@ def _allow(classes) -> None:
 
 
 def _allow_encoder_classes() -> None:
-    """Allow TinyViT's classes (``ultralytics.models.sam``), once ``ultralytics.models`` is fully imported."""
+    """Allow the encoder classes our layers hold in weights-only loads: TinyViT's (``ultralytics.models.sam``, once
+    ``ultralytics.models`` is fully imported) and torchvision's ResNet (ablation rows A/B). Called by the checkpoint
+    loader, never at registration: importing torchvision takes seconds that stock ``yolo`` commands must not pay."""
+    import torchvision.models.resnet as resnet
+
+    _allow({resnet.ResNet, resnet.Bottleneck, resnet.BasicBlock})
     try:
         import ultralytics.models.sam.modules.tiny_encoder as tiny
     except ImportError:  # ultralytics.models still initialising: nothing can be loaded yet anyway
@@ -60,12 +65,10 @@ def _allow_encoder_classes() -> None:
 
 
 def allow_layer_classes() -> None:
-    """Allow every DS-MoE class and the torchvision ResNet classes our layers hold in weights-only loads."""
-    import torchvision.models.resnet as resnet
-
+    """Allow every DS-MoE class in weights-only loads (encoder classes: ``_allow_encoder_classes``)."""
     import dsmoe_yolo.nn as dnn
 
-    classes = {resnet.ResNet, resnet.Bottleneck, resnet.BasicBlock}
+    classes = set()
     for module in dnn.submodules():
         classes |= _classes_of(module)
     _allow(classes)
