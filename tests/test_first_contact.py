@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+
 import pytest
 import torch
 import yaml
