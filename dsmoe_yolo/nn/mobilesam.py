@@ -28,7 +28,7 @@ from ultralytics.nn.modules import C2f, Conv
 
 from dsmoe_yolo.nn.base import YAMLLayer
 
-__all__ = ("MobileSAMBackbone", "build_tinyvit_5m", "load_mobilesam_encoder", "PretrainedBatchNorm2d")
+__all__ = ("MobileSAMBackbone", "build_tinyvit_5m", "load_mobilesam_encoder", "resolve_mobilesam_weights", "PretrainedBatchNorm2d")
 
 TINYVIT_5M = dict(
     img_size=1024,
@@ -88,6 +88,56 @@ def _encoder_state_dict(obj) -> dict[str, torch.Tensor]:
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     prefixed = {k[len("image_encoder.") :]: v for k, v in tensors.items() if k.startswith("image_encoder.")}
     return prefixed or tensors
+
+
+DEFAULT_WEIGHTS = "mobile_sam.pt"  # the file name Ultralytics' asset release and MobileSAM's GitHub both use
+_warned: set[str] = set()
+
+
+def resolve_mobilesam_weights(spec: str | Path | None) -> Path | None:
+    """Find MobileSAM encoder weights: a path as given, or a bare file name through Ultralytics' own asset lookup.
+
+    A bare name (``mobile_sam.pt``) is looked up by ``attempt_download_asset``: the working directory, Ultralytics'
+    ``weights_dir``, else downloaded from Ultralytics' asset release when online. Offline (or ``YOLO_OFFLINE=1``) or
+    when the download fails, one warning says how to provide the file and None is returned (random initialisation).
+
+    Raises:
+        FileNotFoundError: For a path with folders that does not exist (a typo should not train from scratch).
+    """
+    if not spec:
+        return None
+    path = Path(str(spec)).expanduser()
+    if path.is_file():
+        return path
+    if path.name != str(spec):
+        raise FileNotFoundError(
+            f"MobileSAM weights '{spec}' not found. Pass the path of mobile_sam.pt (https://github.com/ChaoningZhang/MobileSAM, "
+            f"weights/mobile_sam.pt), the bare name '{DEFAULT_WEIGHTS}' to let Ultralytics fetch it, or null for random weights."
+        )
+    from ultralytics.utils import LOGGER, SETTINGS, is_online
+
+    reason = "no network (YOLO_OFFLINE or no connection)"
+    if is_online():
+        try:
+            from ultralytics.utils.downloads import attempt_download_asset
+
+            found = Path(attempt_download_asset(str(spec)))
+            if found.is_file():
+                return found
+        except Exception as e:  # a failed download must not stop a build; the warning below says what to do
+            reason = f"download failed ({type(e).__name__}: {e})"
+    else:
+        local = Path(SETTINGS["weights_dir"]) / path.name
+        if local.is_file():
+            return local
+    if str(spec) not in _warned:
+        _warned.add(str(spec))
+        LOGGER.warning(
+            f"MobileSAM weights '{spec}' unavailable: {reason}. The encoder starts from RANDOM weights. Put "
+            f"{path.name} in {SETTINGS['weights_dir']} or the working directory (from "
+            f"https://github.com/ChaoningZhang/MobileSAM or Ultralytics' assets), or set backbone_weights to its path."
+        )
+    return None
 
 
 def load_mobilesam_encoder(encoder: nn.Module, weights: str | Path) -> None:
@@ -172,7 +222,8 @@ class MobileSAMBackbone(YAMLLayer):
     Args:
         c1 (int): Input channels; must be 3 (the encoder is an RGB model).
         c2 (list[int]): Output widths of P3, P4, P5 (width-scaled by the builder).
-        weights (str, optional): MobileSAM checkpoint to load strictly into the encoder.
+        weights (str, optional): MobileSAM checkpoint to load strictly into the encoder: a path, or the bare name
+            ``mobile_sam.pt`` fetched through Ultralytics' asset download (random weights, with one warning, offline).
         freeze_epochs (int): Keep the encoder frozen (no gradients, BatchNorm in eval) for this many epochs.
         n (int): Bottlenecks per adapter C2f.
 
@@ -193,12 +244,13 @@ class MobileSAMBackbone(YAMLLayer):
         if int(freeze_epochs) < 0:
             raise ValueError(f"MobileSAMBackbone freeze_epochs must be >= 0, got {freeze_epochs}")
         self.encoder = build_tinyvit_5m()
-        if weights:
-            load_mobilesam_encoder(self.encoder, weights)
+        found = resolve_mobilesam_weights(weights)
+        if found:
+            load_mobilesam_encoder(self.encoder, found)
         for name in UNUSED_ENCODER_PARTS:
             delattr(self.encoder, name)
         _keep_batchnorm_settings(self.encoder)
-        self.weights, self.freeze_epochs, self.frozen = str(weights) if weights else None, int(freeze_epochs), False
+        self.weights, self.freeze_epochs, self.frozen = str(found) if found else None, int(freeze_epochs), False
         dims = TINYVIT_5M["embed_dims"]
         self.p3 = nn.Sequential(Conv(dims[1], c2[0], 1), C2f(c2[0], c2[0], n))
         self.p4 = nn.Sequential(Conv(dims[3], c2[1], 1), C2f(c2[1], c2[1], n))
