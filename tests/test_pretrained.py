@@ -60,3 +60,23 @@ def test_corrupt_or_foreign_weights_fail_naming_the_file(tmp_path):
         MobileSAMBackbone(3, [16, 32, 64], str(bad))
     with pytest.raises(FileNotFoundError, match="nowhere/mobile_sam.pt"):
         MobileSAMBackbone(3, [16, 32, 64], str(tmp_path / "nowhere" / "mobile_sam.pt"))
+
+
+def test_fuse_folds_the_encoder_batchnorm_with_outputs_unchanged():
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("dsmoe-yolov8n.yaml", verbose=False).eval()
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():  # non-trivial BatchNorm statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+    x = torch.rand(1, 3, 128, 160, generator=g)
+    with torch.no_grad():
+        before = model(x)[0]
+        model.fuse(verbose=False)
+        after = model(x)[0]
+    assert not any(type(m).__name__ == "Conv2d_BN" for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-3)
+    stock = DetectionModel("yolov8n.yaml", verbose=False).eval().fuse(verbose=False)
+    assert not any(callable(getattr(m, "fuse_inference", None)) for m in stock.modules())

@@ -282,6 +282,16 @@ class MobileSAMBackbone(YAMLLayer):
                 x = _patch_merging(layer.downsample, x)
         return stride8, x
 
+    def fuse_inference(self) -> None:
+        """Fold each TinyViT ``Conv2d_BN`` (conv + BatchNorm) into one conv, as ``yolo predict``'s ``fuse()`` does for
+        Ultralytics' ``Conv``: same outputs to float rounding, ~10% less encoder time on a CPU. Inference only."""
+        from ultralytics.utils.torch_utils import fuse_conv_and_bn
+
+        for parent in list(self.encoder.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child).__name__ == "Conv2d_BN":
+                    setattr(parent, name, fuse_conv_and_bn(child.c, child.bn))
+
     def set_epoch(self, epoch: int) -> None:
         """Freeze the encoder while ``epoch < freeze_epochs`` (called by the plugin at each training epoch start)."""
         frozen = epoch < self.freeze_epochs

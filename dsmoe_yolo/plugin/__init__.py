@@ -17,6 +17,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` in a model YAML selects the DS-MoE loss
 ``BaseModel.load``                          fine-tuning keeps the class-text provenance of transferred weights
 ``DetectionModel.set_classes``              ``YOLO("best.pt").set_classes([...])`` for DS-MoE models only (``plugin.classes``)
+``BaseModel.fuse``                          also folds BatchNorm inside DS-MoE layers (``fuse_inference``, ``plugin.fuse``)
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
 default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics
 ==========================================  ==========================================================================
@@ -55,7 +56,7 @@ def register() -> None:
             return
         from ultralytics.nn import tasks
 
-        from dsmoe_yolo.plugin import classes, hooks, internals, parse, resolve
+        from dsmoe_yolo.plugin import classes, fuse, hooks, internals, parse, resolve
 
         internals.check_module(tasks)
         setattr(tasks, parse.PROBE_NAME, parse.ChannelProbe)
@@ -74,6 +75,7 @@ def register() -> None:
         hooks.install_criterion(tasks)
         hooks.install_weight_transfer(tasks)
         classes.install_set_classes(tasks)
+        fuse.install_fuse(tasks)
 
         def engine_model(mod):
             internals.check_module(mod)
