@@ -125,7 +125,10 @@ def test_recorded_args_of_the_leads_run_match_and_differences_are_named(tmp_path
     assert "epochs: recorded 60, requested 100" in message and "imgsz" in message and "seed" in message
     assert "batch" not in message and "data" not in message
     with pytest.raises(ConfigError, match="lr0: recorded 0.01, requested 0.02"):
-        check_recorded_args(folder, "yolov8n.yaml", requested(str(data), lr0=0.02))
+        check_recorded_args(folder, "yolov8n.yaml", requested(str(data), optimizer="SGD", lr0=0.02))
+    with pytest.raises(ConfigError, match="optimizer: recorded 'auto', requested 'SGD'"):
+        check_recorded_args(folder, "yolov8n.yaml", requested(str(data), optimizer="SGD"))
+    check_recorded_args(folder, "yolov8n.yaml", requested(str(data), lr0=0.02))  # optimizer=auto ignores lr0
     with pytest.raises(ConfigError, match=r"model: recorded 'yolov8n.yaml', requested 'dsmoe-yolov8n.yaml'"):
         check_recorded_args(folder, "dsmoe-yolov8n.yaml", requested(str(data)))
     with pytest.raises(ConfigError, match="data: recorded"):
@@ -133,6 +136,12 @@ def test_recorded_args_of_the_leads_run_match_and_differences_are_named(tmp_path
 
     resumed = fake_run(tmp_path / "neu-det" / "yolov8s-seed0", str(data), model=str(folder / "weights" / "last.pt"))
     check_recorded_args(resumed, "yolov8s.yaml", requested(str(data)))  # a resumed run records its last.pt
+    # ... and what optimizer=auto chose (BaseTrainer.build_optimizer writes it into the checkpoint's args)
+    auto = fake_run(tmp_path / "neu-det" / "lite-seed0", str(data), model=str(folder / "weights" / "last.pt"),
+                    resume=str(folder / "weights" / "last.pt"), optimizer="AdamW", lr0=0.001)
+    check_recorded_args(auto, "lite.yaml", requested(str(data)))
+    with pytest.raises(ConfigError, match="optimizer: recorded 'AdamW', requested 'SGD'"):
+        check_recorded_args(auto, "lite.yaml", requested(str(data), optimizer="SGD", lr0=0.001))
     check_recorded_args(tmp_path / "nothing-yet", "yolov8n.yaml", requested(str(data)))
 
 
@@ -219,15 +228,14 @@ def test_scheduler_skips_finished_resumes_interrupted_restarts_empty_and_waits_f
     started, sleeps, log = [], [], []
 
     def start(run: Run, resume: bool):
+        elsewhere = 1 if live_looks["n"] <= 3 else 0  # pid 4242 still training lite-seed1
+        assert FakeTraining.active + elsewhere < 2, "more than jobs=2 trainings at once"
         started.append((run.name, resume))
         return FakeTraining("boom: out of memory" if run.name == "dsmoe-seed1" else "")
 
     errors = train_all(runs, start, jobs=2, poll_s=7, live=live, sleep=sleeps.append, log=log.append)
-    assert started[:2] == [("dsmoe-seed0", True), ("yolov8n-seed1", False)]
-    assert sorted(started) == sorted(
-        [("dsmoe-seed0", True), ("yolov8n-seed1", False), ("dsmoe-seed1", False), ("lite-seed1", True)]
-    )
-    assert started.index(("lite-seed1", True)) == 3  # only once pid 4242 was gone
+    # finished seed-0 runs skipped; lite-seed1 resumed only once pid 4242 was gone
+    assert started == [("dsmoe-seed0", True), ("yolov8n-seed1", False), ("lite-seed1", True), ("dsmoe-seed1", False)]
     assert FakeTraining.peak == 2 and FakeTraining.active == 0
     assert errors == {by_name["dsmoe-seed1"]: "boom: out of memory"}
     assert sleeps and set(sleeps) == {7}
@@ -341,37 +349,46 @@ def test_existing_run_with_other_settings_stops_before_training(tiny_data, tmp_p
 
 
 @pytest.mark.slow
-def test_interrupted_worker_is_resumed_and_finished_runs_are_skipped(tiny_data, tmp_path, monkeypatch):
-    """Kill a real worker after its first epoch; the same benchmark command resumes it, and a third call trains
-    nothing."""
-    folder = tmp_path / "r" / "yolov8n-seed0"
-    args = dict(data=str(tiny_data), epochs=3, imgsz=64, batch=4, device="cpu", workers=0, fraction=1.0,
-                optimizer="auto", patience=100, nbs=64, seed=0)
+def test_hand_started_runs_are_picked_up_finished_skipped_interrupted_resumed(tiny_data, tmp_path):
+    """The lead's layout: seed 0 trained to the end by hand with `yolo train ... project=<run dir>
+    name=yolov8n-seed0`, seed 1 stopped after its first epoch's checkpoint (as a kill would leave it). The benchmark
+    command then skips seed 0, resumes seed 1 in a worker, and reports both; other settings stop it."""
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.cli import main
+
+    run_dir = tmp_path / "neu-det"
+    settings = dict(data=str(tiny_data), epochs=2, imgsz=64, batch=4, deterministic=True, workers=0, device="cpu",
+                    nbs=64, optimizer="auto", patience=100, fraction=1.0, project=str(run_dir), exist_ok=True,
+                    plots=True)
+    yolo = [sys.executable, "-c", "from ultralytics.cfg import entrypoint; entrypoint()"]
+    cmd = [*yolo, "train", "model=yolov8n.yaml", "seed=0", "name=yolov8n-seed0", *(f"{k}={v}" for k, v in settings.items())]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    worker = subprocess.Popen(worker_command("yolov8n.yaml", folder, args, False), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while run_state(folder)[0] != "resume" and time.time() < deadline and worker.poll() is None:
-            time.sleep(0.5)
-    finally:
-        worker.kill()
-        worker.wait()
-    assert run_state(folder)[0] == "resume", "the worker did not save an intermediate last.pt"
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    seed0, seed1 = run_dir / "yolov8n-seed0", run_dir / "yolov8n-seed1"
+    assert run_state(seed0) == ("done", "final checkpoint")
+    finished = (seed0 / "weights" / "last.pt").stat().st_mtime_ns
 
-    kwargs = dict(data=str(tiny_data), models="yolov8n.yaml", seeds="0", epochs=3, imgsz=64, batch=4, onnx=False,
-                  project=str(tmp_path), name="r", exist_ok=True, jobs=2)
-    first = run_benchmark(**kwargs)
-    assert first["failures"] == [] and run_state(folder)[0] == "done"
-    assert [r["epoch"] for r in read_results(folder)] == [1, 2, 3]
-    assert "Resuming training" in (tmp_path / "r" / "logs" / "yolov8n-seed0.log").read_text()
-    (row,) = first["runs"]
-    assert row["status"] == "ok" and row["epochs"] == 3 and row["s_per_epoch"] > 0
-    assert (tmp_path / "r" / "benchmark.png").is_file()
+    def kill_after_first_epoch(trainer):  # on_fit_epoch_end runs after save_model wrote last.pt
+        raise RuntimeError("simulated kill")
 
-    def boom(*a, **k):
-        raise AssertionError("a finished run was trained again")
+    model = YOLO("yolov8n.yaml")
+    model.add_callback("on_fit_epoch_end", kill_after_first_epoch)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        model.train(**settings, seed=1, name="yolov8n-seed1")
+    assert run_state(seed1) == ("resume", "epoch 1 of 2 saved")
 
-    monkeypatch.setattr("ultralytics.engine.model.Model.train", boom)
-    second = run_benchmark(**{**kwargs, "jobs": 1})
-    assert second["runs"][0]["mAP50-95"] == row["mAP50-95"] and second["failures"] == []
+    assert main(["benchmark", f"data={tiny_data}", "models=yolov8n.yaml", "seeds=0,1", "epochs=2", "imgsz=64",
+                 "batch=4", f"project={tmp_path}", "name=neu-det", "exist_ok=True", "jobs=2", "onnx=False"]) == 0
+    assert (seed0 / "weights" / "last.pt").stat().st_mtime_ns == finished  # not trained again
+    assert run_state(seed1)[0] == "done" and [r["epoch"] for r in read_results(seed1)] == [1, 2]
+    assert "Resuming training" in (run_dir / "logs" / "yolov8n-seed1.log").read_text()
+    assert not (run_dir / "logs" / "yolov8n-seed0.log").exists()
+    with open(run_dir / "benchmark.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["seed"], r["status"], r["epochs"]) for r in rows] == [
+        ("yolov8n.yaml", "0", "ok", "2"), ("yolov8n.yaml", "1", "ok", "2")]
+    assert "| yolov8n.yaml |" in (run_dir / "benchmark.md").read_text() and (run_dir / "benchmark.png").is_file()
+    with pytest.raises(ConfigError, match="epochs: recorded 2, requested 3"):
+        run_benchmark(data=str(tiny_data), models="yolov8n.yaml", seeds="0,1", epochs=3, imgsz=64, batch=4,
+                      project=str(tmp_path), name="neu-det", exist_ok=True, onnx=False)

@@ -27,6 +27,7 @@ __all__ = ("run_state", "check_recorded_args", "read_results", "epoch_times", "l
 
 # train args the benchmark sets whose recorded value must match (device and workers may differ: Ultralytics lets a
 # resumed run change them, and they do not change what is trained).
+AUTO_CHOICES = ("AdamW", "MuSGD", "SGD")  # what optimizer=auto resolves to in Ultralytics 8.4 (SGD before MuSGD)
 COMPARED = ("data", "epochs", "imgsz", "batch", "seed", "fraction", "optimizer", "patience", "nbs", "lr0", "deterministic")
 
 
@@ -77,8 +78,9 @@ def check_recorded_args(train_dir: Path, model: str, requested: dict) -> None:
     """Raise ConfigError naming ``train_dir`` and the keys whose ``args.yaml`` value differs from ``requested``.
 
     ``requested`` holds the run's train args (including ``seed`` and ``deterministic``); an absent ``lr0`` means
-    Ultralytics' default. A folder without ``args.yaml`` passes (nothing was recorded). The recorded ``model`` is
-    compared by file name unless it is a checkpoint (a resumed run records its ``last.pt``).
+    Ultralytics' default. A folder without ``args.yaml`` passes (nothing was recorded). A resumed run's ``args.yaml``
+    holds the checkpoint's args, in which Ultralytics replaced ``optimizer=auto`` (and its ``lr0``) by its choice and
+    ``model`` by the ``last.pt``: those are accepted. The recorded ``model`` is otherwise compared by file name.
     """
     import yaml
 
@@ -91,6 +93,12 @@ def check_recorded_args(train_dir: Path, model: str, requested: dict) -> None:
         from ultralytics.cfg import DEFAULT_CFG_DICT
 
         wanted["lr0"] = DEFAULT_CFG_DICT["lr0"]
+    if wanted.get("optimizer") == "auto":
+        wanted.pop("lr0")  # optimizer=auto ignores lr0
+        if recorded.get("resume") and recorded.get("optimizer") in AUTO_CHOICES:
+            wanted.pop("optimizer")  # a resumed run records what auto chose (BaseTrainer.build_optimizer)
+    if wanted.get("batch") == -1 and recorded.get("resume"):
+        wanted.pop("batch")  # likewise AutoBatch's choice
     diff = [
         f"{k}: recorded {recorded.get(k)!r}, requested {wanted[k]!r}"
         for k in COMPARED

@@ -1,9 +1,9 @@
 """Run every pending training, ``jobs`` at a time, skipping finished ones and waiting on ones trained elsewhere.
 
 Each time a slot is free the next run's state is read again (``runs.run_state``): ``done`` is skipped, ``resume`` and
-``restart`` are started, ``running`` (a live process on this machine trains into that folder) is left pending and
-looked at again every ``poll_s`` seconds, so a benchmark started beside hand-started ``yolo train`` runs picks each
-one up when it ends (finished: evaluated; killed: resumed).
+``restart`` are started, ``running`` (a live process on this machine trains into that folder) is left pending, counts
+against ``jobs``, and is looked at again every ``poll_s`` seconds, so a benchmark started beside hand-started
+``yolo train`` runs picks each one up when it ends (finished: evaluated; killed: resumed).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def train_all(
         runs: Trainings, in the order to start them.
         start: ``start(run, resume)`` launches one training and returns a handle whose ``poll()`` is None while it
             runs, then ``""`` on success or an error line (``train.InProcess`` / ``train.Worker``).
-        jobs: Trainings at once.
+        jobs: Trainings at once, counting the benchmark's runs that other processes are training.
         poll_s: Seconds between looks while every slot is busy or a run is trained elsewhere.
         live: Returns ``{training folder: pid}`` of live trainings on this machine (ours excluded by the caller's
             handles, which are tracked here).
@@ -62,19 +62,17 @@ def train_all(
                     log(f"benchmark: {run.dir} failed: {outcome}")
                 else:
                     log(f"benchmark: {run.dir} trained")
-        others = live() if pending and len(active) < jobs else {}
-        ours = {r.dir.resolve() for r in active}
-        for run in list(pending):
-            if len(active) >= jobs:
+        others = live() if pending else {}
+        elsewhere = [r for r in pending if r.dir.resolve() in others]  # ours, trained by another process
+        for run in elsewhere:
+            if run not in waiting:
+                log(f"benchmark: waiting for {run.dir} ({state_of(run, others)[1]})")
+                waiting.add(run)
+        free = jobs - len(active) - len(elsewhere)  # those count against jobs too
+        for run in [r for r in pending if r not in elsewhere]:
+            if free <= 0:
                 break
-            if run.dir.resolve() in ours:
-                continue
-            state, reason = state_of(run, others)
-            if state == "running":
-                if run not in waiting:
-                    log(f"benchmark: waiting for {run.dir} ({reason})")
-                    waiting.add(run)
-                continue
+            state, reason = state_of(run, {})
             pending.remove(run)
             progressed = True
             if state == "done":
@@ -82,6 +80,7 @@ def train_all(
                 continue
             log(f"benchmark: {'resuming' if state == 'resume' else 'training'} {run.dir} ({reason})")
             active[run] = start(run, state == "resume")
+            free -= 1
         if (pending or active) and not progressed:
             sleep(poll_s)
     return errors
