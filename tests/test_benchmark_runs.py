@@ -173,6 +173,19 @@ def test_training_folders_are_found_on_command_lines(tmp_path):
     assert train_dirs_in_argv(ours, Path("/")) == {(tmp_path / "b" / "yolov8n-seed2").resolve()}
 
 
+def test_worker_arguments_round_trip():
+    from dsmoe_yolo.benchmark.train import _parse
+
+    args = {"data": "/d/data.yaml", "epochs": 60, "imgsz": 224, "batch": 16, "device": "cpu", "workers": 0,
+            "fraction": 1.0, "optimizer": "auto", "patience": 100, "nbs": 64, "seed": 1, "lr0": 0.005}
+    cmd = worker_command("dsmoe-lite-yolov8n.yaml", Path("/c/neu-det/dsmoe-lite-yolov8n-seed1"), args, True)
+    assert cmd[1:3] == ["-m", "dsmoe_yolo.benchmark.train"]
+    parsed = _parse(cmd[3:])
+    assert parsed == {"model": "dsmoe-lite-yolov8n.yaml", "project": "/c/neu-det", "name": "dsmoe-lite-yolov8n-seed1",
+                      "resume": True, **args}
+    assert "device" not in _parse(worker_command("m.yaml", Path("/c/r/m-seed0"), {**args, "device": None}, False)[3:])
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="live-process detection reads Linux /proc")
 def test_a_live_training_process_is_detected(tmp_path):
     folder = tmp_path / "neu-det" / "yolov8n-seed0"
@@ -392,3 +405,18 @@ def test_hand_started_runs_are_picked_up_finished_skipped_interrupted_resumed(ti
     with pytest.raises(ConfigError, match="epochs: recorded 2, requested 3"):
         run_benchmark(data=str(tiny_data), models="yolov8n.yaml", seeds="0,1", epochs=3, imgsz=64, batch=4,
                       project=str(tmp_path), name="neu-det", exist_ok=True, onnx=False)
+
+
+def test_gpu_protocol_script_parses_and_names_the_protocol():
+    """The H200 script is not run here (it needs CUDA and carried wheels); check it parses and keeps its protocol."""
+    import shutil
+
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    script = Path(__file__).parents[1] / "examples" / "gpu_protocol.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for needle in ("dsmoe-yolov8s.yaml,dsmoe-lite-yolov8s.yaml,yolov8s.yaml", "IMGSZ=${IMGSZ:-640}", "EPOCHS=${EPOCHS:-",
+                   "dsmoe embed data=gpu/deeppcb/data.yaml", "embeddings: embeddings.pt", 'timeout "$BUDGET_S"',
+                   "jobs=3", '"$OUT/'):
+        assert needle in text, needle

@@ -64,7 +64,8 @@ class InProcess:
 def worker_command(model: str, train_dir: Path, args: dict, resume: bool) -> list[str]:
     """The worker's command line (``sys.executable -m dsmoe_yolo.benchmark.train key=value ...``)."""
     items = {"model": model, "project": str(train_dir.parent), "name": train_dir.name, "resume": bool(resume), **args}
-    return [sys.executable, "-m", "dsmoe_yolo.benchmark.train", *(f"{k}={v}" for k, v in items.items())]
+    tokens = (f"{k}={v}" for k, v in items.items() if v is not None)  # None: Ultralytics' default
+    return [sys.executable, "-m", "dsmoe_yolo.benchmark.train", *tokens]
 
 
 class Worker:
