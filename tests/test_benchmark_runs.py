@@ -407,6 +407,18 @@ def test_hand_started_runs_are_picked_up_finished_skipped_interrupted_resumed(ti
                       project=str(tmp_path), name="neu-det", exist_ok=True, onnx=False)
 
 
+@pytest.mark.slow
+def test_a_failing_worker_reports_its_error_line(tiny_data, tmp_path):
+    from dsmoe_yolo.benchmark.train import Worker
+
+    args = dict(data=str(tiny_data), epochs=1, imgsz=64, batch=4, device="cpu", workers=0, seed=0)
+    worker = Worker("no-such-model.yaml", tmp_path / "r" / "no-such-model-seed0", args, False, tmp_path / "w.log")
+    deadline = time.time() + 300
+    while (outcome := worker.poll()) is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert outcome and "no-such-model.yaml" in outcome and not outcome.startswith("worker exited"), outcome
+
+
 def test_gpu_protocol_script_parses_and_names_the_protocol():
     """The H200 script is not run here (it needs CUDA and carried wheels); check it parses and keeps its protocol."""
     import shutil
