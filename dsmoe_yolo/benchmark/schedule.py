@@ -28,7 +28,7 @@ def train_all(
     runs: list[Run],
     start: Callable[[Run, bool], object],
     jobs: int = 1,
-    poll_s: float = 30.0,
+    poll_s: float = 5.0,
     live: Callable[[], dict] = live_train_dirs,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] | None = None,
