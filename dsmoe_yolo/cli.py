@@ -2,7 +2,7 @@
 
     dsmoe prompts   data=neu-det.yaml model=deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B [n=4 out=prompts.yaml device=cpu]
     dsmoe embed     data=neu-det.yaml [prompts=my.yaml model=auto out=neu-det_embeddings.pt device=cpu cache=True]
-    dsmoe benchmark data=neu-det.yaml [models=dsmoe-yolov8n.yaml,yolov8n.yaml epochs=10 imgsz=640 batch=8 seed=0 ...]
+    dsmoe benchmark data=neu-det.yaml [models=dsmoe-yolov8n.yaml,yolov8n.yaml epochs=10 imgsz=640 seeds=0,1 jobs=2 ...]
     dsmoe bench-moe [batch=8 imgsz=640 runs=10 threads=2 models=n,s]
     dsmoe bench-models [scales=n,s runs=10 threads=1 onnx=True models=a.yaml,b.yaml]
 
@@ -27,7 +27,7 @@ COMMANDS = {
     "embed": ("data", "prompts", "model", "out", "device", "cache"),
     "benchmark": (
         "data", "models", "epochs", "imgsz", "batch", "seed", "device", "workers", "project", "name", "fraction",
-        "latency_runs", "optimizer", "lr0", "patience", "exist_ok", "onnx", "nbs",
+        "latency_runs", "optimizer", "lr0", "patience", "exist_ok", "onnx", "nbs", "seeds", "jobs",
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
     "bench-models": ("scales", "runs", "threads", "onnx", "models"),

@@ -58,8 +58,8 @@ def test_benchmark_two_models_end_to_end(tiny_data, tmp_path, one_thread):
             assert isinstance(row[key], float) and math.isfinite(row[key]) and row[key] > 0, (model, key, row[key])
         for key in ("mAP50", "mAP50-95", "P", "R"):
             assert 0.0 <= row[key] <= 1.0, (model, key, row[key])
-        assert (run / model.removesuffix(".yaml") / "weights" / "best.pt").is_file()
-        assert (run / model.removesuffix(".yaml") / "weights" / "best.onnx").is_file()
+        assert (run / f"{model.removesuffix('.yaml')}-seed0" / "weights" / "best.pt").is_file()
+        assert (run / f"{model.removesuffix('.yaml')}-seed0" / "weights" / "best.onnx").is_file()
     assert rows["dsmoe-yolov8n.yaml"]["params_M"] > rows["yolov8n.yaml"]["params_M"]
 
     md = (run / "benchmark.md").read_text()
