@@ -23,7 +23,6 @@ from dsmoe_yolo.timing import median_ms
 __all__ = ("run", "FAMILIES")
 
 FAMILIES = ("yolov8{s}.yaml", "dsmoe-lite-yolov8{s}.yaml", "dsmoe-yolov8{s}.yaml")
-OPSET = 19
 
 
 def _fake_batch(batch: int, imgsz: int, nc: int):
@@ -64,25 +63,21 @@ def _train_step_ms(model, runs: int, batch: int = 8, imgsz: int = 320) -> float:
     return median_ms(step, runs)
 
 
-def _onnx_ms(yaml_name: str, model, sizes: tuple[int, ...], runs: int, threads: int) -> list[float | None]:
+def _onnx_ms(yaml_name: str, sizes: tuple[int, ...], runs: int, threads: int) -> list[float | None]:
     """Export once (dynamic shapes) through Ultralytics' exporter and time ONNX Runtime at each size."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return [None for _ in sizes]
-    import numpy as np
     from ultralytics import YOLO
+
+    from dsmoe_yolo.benchmark.onnx_latency import OPSET, ort_latency
 
     with tempfile.TemporaryDirectory() as tmp:
         pt = Path(tmp) / Path(yaml_name).with_suffix(".pt").name
         YOLO(yaml_name).save(pt)
-        out = YOLO(str(pt)).export(format="onnx", opset=OPSET, imgsz=max(sizes), dynamic=True, simplify=False, device="cpu", verbose=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(str(out), sess_options=opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        rng = np.random.default_rng(0)
-        return [median_ms(lambda s=s: session.run(None, {name: rng.random((1, 3, s, s), dtype=np.float32)}), runs) for s in sizes]
+        out = YOLO(str(pt)).export(format="onnx", opset=OPSET, imgsz=max(sizes), dynamic=True, simplify=False, device="cpu")
+        return [ort_latency(Path(out), s, runs, threads) for s in sizes]
 
 
 def _measure(yaml_name: str, runs: int, threads: int, onnx: bool, queue) -> None:
@@ -94,6 +89,7 @@ def _measure(yaml_name: str, runs: int, threads: int, onnx: bool, queue) -> None
     plugin.register()
     from ultralytics.nn.tasks import DetectionModel
 
+    from dsmoe_yolo.benchmark.measure import latency_input
     from dsmoe_yolo.flops import count_gflops, count_params
 
     torch.set_num_threads(threads)
@@ -107,11 +103,11 @@ def _measure(yaml_name: str, runs: int, threads: int, onnx: bool, queue) -> None
         row["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         infer = DetectionModel(yaml_name, verbose=False).eval().fuse(verbose=False)
         for s in (640, 224):
-            x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0))
+            x = latency_input(s)
             with torch.no_grad():
                 row[f"torch_{s}_ms"] = median_ms(lambda x=x: infer(x), runs)
         if onnx:
-            row["ort_640_ms"], row["ort_224_ms"] = _onnx_ms(yaml_name, infer, (640, 224), runs, threads)
+            row["ort_640_ms"], row["ort_224_ms"] = _onnx_ms(yaml_name, (640, 224), runs, threads)
     except Exception as e:  # one failing model still leaves a table for the others
         row["error"] = f"{type(e).__name__}: {e}"
     queue.put(json.dumps(row))
