@@ -1,0 +1,31 @@
+"""`dsmoe bench-models`: the side-by-side cost table (a benchmark; these tests check its arithmetic, not speed)."""
+
+import pytest
+
+from dsmoe_yolo.bench_models import FAMILIES, run, table
+
+
+def test_ratios_are_against_the_yolov8_of_the_same_scale():
+    rows = [
+        {"model": "yolov8n.yaml", "torch_640_ms": 100.0, "train_step_ms": 1000.0, "params_M": 3.2},
+        {"model": "dsmoe-lite-yolov8n.yaml", "torch_640_ms": 110.0, "train_step_ms": 1250.0, "params_M": 5.0},
+        {"model": "yolov8s.yaml", "torch_640_ms": 300.0, "train_step_ms": 2000.0},
+        {"model": "dsmoe-yolov8s.yaml", "torch_640_ms": 900.0, "train_step_ms": 5000.0, "error": None},
+    ]
+    rows[3].pop("error")
+    text = table(rows)
+    lite = next(line for line in text.splitlines() if line.startswith("| dsmoe-lite-yolov8n |") and "1.10" in line)
+    assert "1.25" in lite  # train step 1250 / 1000
+    full = next(line for line in text.splitlines() if line.startswith("| dsmoe-yolov8s |") and "3.00" in line)
+    assert "2.50" in full and "n/a" in full  # no ORT numbers -> n/a, not a made-up ratio
+    assert [f.format(s="n") for f in FAMILIES] == ["yolov8n.yaml", "dsmoe-lite-yolov8n.yaml", "dsmoe-yolov8n.yaml"]
+
+
+@pytest.mark.slow
+def test_one_model_measured_in_its_own_process(capsys):
+    rows = run(models="yolov8n.yaml", runs=1, onnx=False)
+    row = rows[0]
+    assert "error" not in row, row
+    assert row["params_M"] == pytest.approx(3.157, abs=0.01) and row["gflops_640"] > 5
+    assert row["torch_640_ms"] > 0 and row["train_step_ms"] > 0 and row["peak_rss_MB"] > 100
+    assert "| yolov8n | 3.16 |" in capsys.readouterr().out
