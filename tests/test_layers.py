@@ -312,11 +312,39 @@ def test_space_broadcast_survives_nan_offsets():
 
 
 def test_space_broadcast_starts_as_plain_conv():
-    """Zero-initialised offsets and mask 0.5: the deformable conv equals 0.5 * a plain conv at init."""
+    """Zero-initialised offsets and mask 0.5: with max_dilation=1 the deformable conv equals 0.5 * a plain conv."""
     torch.manual_seed(0)
-    sb = SpaceBroadcast([8, 8, 8], 8).eval()
+    sb = SpaceBroadcast([8, 8, 8], 8, max_dilation=1.0).eval()
     f, g = torch.randn(1, 8, 7, 7), torch.randn(1, 8, 7, 7)
     y = F.conv2d(torch.cat([f, sb.compress(g)], 1), sb.weight, padding=1) * 0.5
     expected = sb.act(sb.bn(y)) + f
     torch.testing.assert_close(sb([f, g, torch.randn(2, 8)]), expected, atol=1e-5, rtol=1e-5)
     assert math.isclose(torch.sigmoid(torch.tensor(0.0)).item(), 0.5)
+
+
+@pytest.mark.parametrize("geo_norm, dilation", [(0.0, 2), (1e4, 1)])
+def test_space_broadcast_dilation_follows_the_hyperbolic_radius(geo_norm, dilation):
+    """r = 1 + (r_max - 1)(1 - tanh(sqrt(kappa)|G|)): a pixel at the ball's origin gets r_max (here 2), one near the
+    boundary a tight kernel; at integer r (zero learned offsets) it is exactly a conv with ``dilation=r``."""
+    torch.manual_seed(0)
+    sb = SpaceBroadcast([8, 8, 8], 8, max_dilation=2.0).eval()
+    f = torch.randn(1, 8, 9, 9)
+    direction = F.normalize(torch.randn(1, 8, 9, 9), dim=1)
+    g = direction * geo_norm
+    y = F.conv2d(torch.cat([f, sb.compress(g)], 1), sb.weight, padding=dilation, dilation=dilation) * 0.5
+    torch.testing.assert_close(sb([f, g, torch.randn(2, 8)]), sb.act(sb.bn(y)) + f, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sb.dilation(g), torch.full((1, 1, 9, 9), float(dilation)))
+
+
+def test_space_broadcast_curvature_sets_the_dilation_and_learns():
+    """Larger kappa -> larger relative radius -> smaller dilation; the loss gradient reaches kappa through the offsets."""
+    sb = SpaceBroadcast([8, 8, 8], 8, max_dilation=3.0)
+    g = F.normalize(torch.randn(2, 8, 6, 6), dim=1) * 0.5
+    r_flat = sb.dilation(g).mean().item()
+    with torch.no_grad():
+        sb.log_c.fill_(math.log(8.0))
+    assert sb.dilation(g).mean().item() < r_flat - 0.5
+    sb([torch.randn(2, 8, 6, 6), g, torch.randn(3, 8)]).pow(2).mean().backward()
+    assert sb.log_c.grad is not None and sb.log_c.grad.abs() > 0
+    with pytest.raises(ValueError, match="max_dilation"):
+        SpaceBroadcast([8, 8, 8], 8, max_dilation=0.5)

@@ -5,7 +5,21 @@ Adopted formulation (PAPER.md stage 6):
     Fe      = CBS1x1(G)                                    G: HyperbolicAlign output (log-mapped ball features)
     Fm      = [F; Fe]
     om      = PW1x1(DW3x3([Fm; broadcast(TextPool(F, T))]))   2*k*k offsets and k*k mask logits (zero-initialised)
+    rho_p   = tanh(sqrt(kappa) |G_p|)                      relative radius of pixel p on the ball, in [0, 1)
+    r_p     = 1 + (r_max - 1) (1 - rho_p)                   curvature-driven dilation, in (1, r_max]
+    offsets = om_offsets + (r_p - 1) g_j                   g_j: (dy, dx) of kernel tap j on the unit 3x3 grid
     out     = SiLU(BN(deform_conv2d(Fm, offsets, W, mask=sigmoid(mask logits)))) (+ F if widths match)
+
+Curvature-driven dilation (our reading of the paper's "the hyperbolic hierarchy controls the deformable kernel's
+dilation through the learnable curvature kappa"). Adding (r - 1) g_j to tap j's offset samples the kernel on a grid
+dilated by r (exactly ``dilation=r`` when r is an integer and the learned offsets are zero), so the dilation is a
+per-pixel, differentiable function of the hyperbolic geometry. G_p = log0_c(y_p) is HyperbolicAlign's tangent vector,
+so with kappa = c, tanh(sqrt(kappa)|G_p|) = sqrt(c)|y_p| is the point's relative radius on the ball: 0 at the origin
+(general, root-level content: the kernel opens to r_max for context) and -> 1 near the boundary (specific, leaf-level
+content: a tight 3x3). kappa is learnable (log-parametrised, clamped to [1e-2, 10], initialised at 1 like
+HyperbolicAlign's c): a larger kappa pushes more pixels towards the boundary and shrinks the kernels. Departure: kappa
+is this layer's own parameter, not HyperbolicAlign's c (a YAML layer cannot read another row's parameter); the two
+start equal. ``max_dilation=1`` restores the fixed dilation-1 kernel.
 
 Departure: the paper's ``Fm = Up(Concat(F, Fe))`` upsamples; here G and F share one resolution, so no upsampling.
 The deformable convolution reads Fm (visual + geometric), so the hyperbolic features reach the output directly, not
@@ -30,6 +44,8 @@ from dsmoe_yolo.nn.fusion import TextPool
 
 __all__ = ("SpaceBroadcast",)
 
+LOG_C_RANGE = (math.log(1e-2), math.log(10.0))
+
 
 class SpaceBroadcast(YAMLLayer):
     """Text-modulated deformable k x k convolution of the visual map.
@@ -40,6 +56,8 @@ class SpaceBroadcast(YAMLLayer):
         c1 (list[int]): [visual channels, geometric channels, text width] (filled by the builder).
         c2 (int): Output channels (width-scaled).
         k (int): Deformable kernel size.
+        max_dilation (float): r_max, the dilation of a pixel at the ball's origin (>= 1; 1 = fixed dilation 1).
+        curvature (float): Initial kappa.
 
     Examples:
         >>> sb = SpaceBroadcast([32, 8, 16], 32)
@@ -51,12 +69,16 @@ class SpaceBroadcast(YAMLLayer):
     multi_input = True
     text_inputs = (2,)
 
-    def __init__(self, c1: list[int], c2: int, k: int = 3):
+    def __init__(self, c1: list[int], c2: int, k: int = 3, max_dilation: float = 2.0, curvature: float = 1.0):
         super().__init__()
         if len(c1) != 3:
             raise ValueError(f"SpaceBroadcast takes [visual, geometric, text] inputs, got {len(c1)} inputs")
         if k % 2 != 1:
             raise ValueError(f"SpaceBroadcast kernel size must be odd, got {k}")
+        if max_dilation < 1:
+            raise ValueError(f"SpaceBroadcast max_dilation must be >= 1, got {max_dilation}")
+        if not 1e-2 <= curvature <= 10:
+            raise ValueError(f"SpaceBroadcast curvature must be in [0.01, 10], got {curvature}")
         c, c_geo, d_text = c1
         ce = max(c // 4, 8)
         self.k = k
@@ -72,6 +94,21 @@ class SpaceBroadcast(YAMLLayer):
         self.bn = nn.BatchNorm2d(c2)
         self.act = nn.SiLU()
         self.residual = c2 == c
+        self.max_dilation = float(max_dilation)
+        self.log_c = nn.Parameter(torch.tensor(math.log(curvature)))
+        taps = torch.arange(k, dtype=torch.float32) - k // 2
+        grid = torch.stack(torch.meshgrid(taps, taps, indexing="ij"), -1).reshape(1, 2 * k * k, 1, 1)  # (dy, dx) per tap
+        self.register_buffer("grid", grid, persistent=False)
+
+    @property
+    def curvature(self) -> torch.Tensor:
+        """kappa, clamped to [1e-2, 10]."""
+        return self.log_c.clamp(*LOG_C_RANGE).exp()
+
+    def dilation(self, geo: torch.Tensor) -> torch.Tensor:
+        """Per-pixel dilation r (B, 1, H, W) in (1, r_max] from the tangent vectors G (B, c_geo, H, W)."""
+        rho = torch.tanh(self.curvature.sqrt() * geo.float().norm(dim=1, keepdim=True))
+        return 1 + (self.max_dilation - 1) * (1 - rho)
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Map [F (B, c, H, W), G (B, c_geo, H, W), T (nc, d)] to (B, c2, H, W)."""
@@ -81,6 +118,7 @@ class SpaceBroadcast(YAMLLayer):
         om = self.offset_pw(self.offset_dw(torch.cat([fm, t], 1)))
         kk = self.k * self.k
         offset, mask = om[:, : 2 * kk], torch.sigmoid(om[:, 2 * kk :])
+        offset = offset + ((self.dilation(geo) - 1) * self.grid).to(offset.dtype)  # dilate the kernel grid by r
         if not is_tracing():  # torchvision's CPU kernel reads out of bounds (segfaults) on NaN offsets
             lim = float(max(feats.shape[2:]))
             offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
