@@ -1,16 +1,21 @@
 """Stage 7: the text-visual co-attention gate that picks top-k experts per image.
 
-Adopted formulation (PAPER.md stage 7):
+Adopted formulation (PAPER.md stage 7), with H heads of width h/H (index a), class text T (nc, d):
 
     t    = MLP_t(T)                                  (nc, h)   MLP: 2 hidden layers of 128, SiLU
     P    = W_p F                                     (B, h, HW) pixels projected to the gate width
-    a_k  = softmax_pixels(t_k . P / sqrt(h))         text -> visual attention, one map per class
-    e    = mean_k (a_k P)                            (B, h)    class-conditioned visual evidence
+    A_ka = softmax_pixels(t_ka . P_a / sqrt(h/H))    text -> visual attention, one map per class and head
+    e    = W_e concat_a(mean_k A_ka P_a^T)           (B, h)    class-conditioned visual evidence
     v    = S_v(MLP_v(S([GAP F; GMP F])) + e)        (B, h)    S, S_v: running standardisation (see below)
-    tbar = softmax(v t^T / sqrt(h)) t                (B, h)    visual -> text attention (the other direction)
+    tbar = W_o concat_a(softmax_k(v_a t_ka / sqrt(h/H)) t_a)   (B, h)  visual -> text attention, per head
     q    = LN(v + v * tbar)                          (B, h)
-    g    = softmax(q K^T / sqrt(h) / tau + noise)    (B, N)    K: learnable expert keys, tau: learnable temperature
+    K_e  = W_k sum_k softmax_k(u_e . t_k / sqrt(h)) t_k     (N, h)  expert keys derived from the class text
+    g    = softmax(q K^T / sqrt(h) / tau + noise)    (B, N)    tau: learnable temperature
     keep the top k of g per image, renormalised;  k = ceil(log2 N) by default (N = 32 -> 5)
+
+The paper's expert keys are class-specific text embeddings t_e; here each expert e owns a learned query u_e that
+attention-pools the refined class text into its key, so the keys follow T (rebinding the classes changes them) for
+any class count, and N may exceed nc. The co-attention is multi-head (``heads``, default 4), as in the paper.
 
 Departures, all against routing collapse (every image picking the same k experts: seen in evaluation on PCB images,
 whose pooled features are dominated by the board that every image shares):
@@ -109,6 +114,7 @@ class ExpertGate(nn.Module):
         hidden (int): Projector width (128 in the paper).
         tau (float): Initial temperature (0.1 in the paper).
         noise (float): Std of the training-time routing noise (0 disables it).
+        heads (int): Co-attention heads (must divide ``hidden``).
 
     Examples:
         >>> gate = ExpertGate(32, 16, n_experts=8)
@@ -117,7 +123,10 @@ class ExpertGate(nn.Module):
         (torch.Size([4, 3]), torch.Size([4, 3]), torch.Size([4, 8]))
     """
 
-    def __init__(self, c_vis: int, d_text: int, n_experts: int, top_k: int | None = None, hidden: int = 128, tau: float = 0.1, noise: float = 0.5):
+    def __init__(
+        self, c_vis: int, d_text: int, n_experts: int, top_k: int | None = None, hidden: int = 128, tau: float = 0.1,
+        noise: float = 0.5, heads: int = 4,
+    ):
         super().__init__()
         self.n_experts = n_experts
         self.top_k = default_top_k(n_experts) if top_k is None else int(top_k)
@@ -127,14 +136,19 @@ class ExpertGate(nn.Module):
             raise ValueError(f"gate temperature tau={tau} must be in [0.01, 10]")
         if noise < 0:
             raise ValueError(f"gate noise={noise} must be >= 0")
-        self.noise = float(noise)
+        if heads < 1 or hidden % heads:
+            raise ValueError(f"gate heads={heads} must divide the gate width hidden={hidden}")
+        self.noise, self.heads = float(noise), int(heads)
         self.descriptor = RunningStandardize(2 * c_vis)
         self.visual = mlp(2 * c_vis, hidden)
         self.pixels = nn.Conv2d(c_vis, hidden, 1)
         self.centre = RunningStandardize(hidden)
         self.textual = mlp(d_text, hidden)
         self.norm = nn.LayerNorm(hidden)
-        self.keys = nn.Parameter(torch.randn(n_experts, hidden) * hidden**-0.5)
+        self.evidence_out = nn.Linear(hidden, hidden)  # W_e: merges the heads
+        self.text_out = nn.Linear(hidden, hidden)  # W_o
+        self.expert_queries = nn.Parameter(torch.randn(n_experts, hidden))  # u_e
+        self.key_proj = nn.Linear(hidden, hidden)  # W_k
         self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
         self.scale = hidden**-0.5
 
@@ -143,17 +157,27 @@ class ExpertGate(nn.Module):
         """Temperature, clamped to [0.01, 10]."""
         return self.log_tau.clamp(*LOG_TAU_RANGE).exp()
 
+    def keys(self, t: torch.Tensor) -> torch.Tensor:
+        """Expert keys K (N, h) attention-pooled from the projected class text t (nc, h)."""
+        mix = torch.softmax(self.expert_queries @ t.T * self.scale, dim=-1)  # (N, nc)
+        return self.key_proj(mix @ t)
+
     def logits(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Gate logits (B, N) for visual (B, c, H, W) and text (nc, d)."""
+        b, heads = feats.shape[0], self.heads
         pooled = torch.cat([F.adaptive_avg_pool2d(feats, 1), F.adaptive_max_pool2d(feats, 1)], 1).flatten(1)
         t = self.textual(text)  # (nc, h)
+        th = t.reshape(t.shape[0], heads, -1)  # (nc, H, h/H)
+        head_scale = th.shape[-1] ** -0.5
         pix = self.pixels(feats).flatten(2)  # (B, h, HW)
-        attn = torch.softmax(torch.einsum("kh,bhn->bkn", t, pix) * self.scale, dim=-1)  # (B, nc, HW)
-        evidence = torch.einsum("bkn,bhn->bh", attn, pix) / t.shape[0]  # mean over classes of attended pixels
-        v = self.centre(self.visual(self.descriptor(pooled)) + evidence)
-        tbar = torch.softmax(v @ t.T * self.scale, dim=-1) @ t
+        ph = pix.reshape(b, heads, th.shape[-1], -1)  # (B, H, h/H, HW)
+        attn = torch.softmax(torch.einsum("kad,badn->bkan", th, ph) * head_scale, dim=-1)  # (B, nc, H, HW)
+        evidence = torch.einsum("bkan,badn->bad", attn, ph).reshape(b, -1) / t.shape[0]  # mean over classes
+        v = self.centre(self.visual(self.descriptor(pooled)) + self.evidence_out(evidence))
+        back = torch.softmax(torch.einsum("bad,kad->bak", v.reshape(b, heads, -1), th) * head_scale, dim=-1)  # (B, H, nc)
+        tbar = self.text_out(torch.einsum("bak,kad->bad", back, th).reshape(b, -1))
         q = self.norm(v + v * tbar)
-        return q @ self.keys.T * self.scale
+        return q @ self.keys(t).T * self.scale
 
     def forward(self, feats: torch.Tensor, text: torch.Tensor):
         """Return (weights (B, k), indices (B, k), probs (B, N))."""

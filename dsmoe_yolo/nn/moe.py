@@ -45,6 +45,7 @@ class SparseMoE(YAMLLayer):
         tau (float): Initial gate temperature.
         noise (float): Training-time routing noise of the gate (0 disables it).
         kernel (int): Kernel length of the local experts.
+        heads (int): Heads of the gate's co-attention.
 
     Examples:
         >>> moe = SparseMoE([32, 16], 32, experts=8)
@@ -68,6 +69,7 @@ class SparseMoE(YAMLLayer):
         tau: float = 0.1,
         kernel: int = 7,
         noise: float = 0.5,
+        heads: int = 4,
     ):
         super().__init__()
         if len(c1) != 2:
@@ -80,7 +82,7 @@ class SparseMoE(YAMLLayer):
                 f"n_local={n_local}, n_global={n_global}"
             )
         c, d = c1
-        self.gate = ExpertGate(c, d, experts, top_k, hidden, tau, noise)
+        self.gate = ExpertGate(c, d, experts, top_k, hidden, tau, noise, heads)
         kinds = [LocalAnisotropicExpert] * n_local + [GlobalPyramidExpert] * n_global
         kinds += [CrossModalExpert] * (experts - n_local - n_global)
         self.experts = nn.ModuleList(
