@@ -166,7 +166,7 @@ class DSMoEDetectionLoss(v8DetectionLoss):
         self.has_moe = any(type(m).__name__ == "SparseMoE" for m in self.aux_layers)
         extra = ["moe_loss"] if self.has_moe else []
         extra += ["align_loss"] if align > 0 else []
-        has_order = hyp_order > 0 and any(getattr(m, "hierarchy", None) for m in self.aux_layers)
+        has_order = hyp_order > 0 and any(getattr(m, "has_hierarchy", False) for m in self.aux_layers)
         extra += ["hyp_loss"] if hyp_angle > 0 or has_order else []
         self.loss_names = (*self.loss_names, *extra)
 
