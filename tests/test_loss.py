@@ -174,7 +174,7 @@ def test_bce_iou_is_stock_bce_plus_plain_iou_and_keeps_dfl(batch):
     model = _model("bce_iou")
     criterion = model.init_criterion()
     assert isinstance(criterion, BCEIoUDetectionLoss) and criterion.cls_scale == 1.0
-    assert criterion.loss_names == ("box_loss", "cls_loss", "dfl_loss", "moe_loss")
+    assert criterion.loss_names == ("box_loss", "cls_loss", "dfl_loss", "moe_loss", "align_loss")
     model.train()
     preds = model(batch["img"])
     stock = v8DetectionLoss(model)

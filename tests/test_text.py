@@ -290,7 +290,7 @@ def test_bad_hierarchy_names_the_prompt_file(tmp_path, hierarchy, pattern):
 
 
 def test_training_binds_the_prompt_hierarchy_into_the_ordering_loss(tmp_path, monkeypatch):
-    """bind_for_training reads the data's prompt file hierarchy; the DS-MoE loss then carries hyp_loss = 0.1 x Eq. 12."""
+    """bind_for_training reads the data's prompt file hierarchy; the DS-MoE loss then carries hyp_loss = hyp_order x Eq. 12."""
     from types import SimpleNamespace
 
     import yaml
