@@ -1,4 +1,14 @@
-"""The paper's gamma photometric transform, as an Ultralytics train-time augmentation.
+"""The paper's gamma photometric transform: a random train-time augmentation, or the paper's fixed preprocessing.
+
+Train arg ``gamma_mode`` picks which:
+
+- ``augment`` (default): ``GammaTransform`` below, a random exponent per image with probability ``gamma_p``, at train
+  time only (a common augmentation; not what the paper describes).
+- ``preprocess``: the paper's transform, out = alpha * in ** gamma with the exponent fixed at ``gamma`` (1.5), on every
+  image at train, val, predict and export alike (``dsmoe_yolo.nn.gamma.InputGamma``, installed on the model by
+  ``install_input_gamma``); ``gamma_p`` is ignored and no random transform is added.
+
+The random augmentation:
 
     out = clip(alpha * (img / 255) ** g * 255),   g = gamma ** u,  u ~ U(-1, 1)   (applied with probability p)
 
@@ -14,7 +24,9 @@ import random
 
 import numpy as np
 
-__all__ = ("GammaTransform", "insert_gamma_transform")
+__all__ = ("GammaTransform", "insert_gamma_transform", "install_input_gamma", "GAMMA_MODES")
+
+GAMMA_MODES = ("augment", "preprocess")
 
 
 class GammaTransform:
@@ -57,9 +69,9 @@ class GammaTransform:
 
 
 def insert_gamma_transform(transforms, hyp):
-    """Insert ``GammaTransform`` after ``RandomHSV`` in a ``Compose`` when ``hyp.gamma_p > 0``; return it."""
+    """Insert ``GammaTransform`` after ``RandomHSV`` in a ``Compose`` when ``hyp.gamma_p > 0`` in ``augment`` mode."""
     p = float(getattr(hyp, "gamma_p", 0.0) or 0.0)
-    if p <= 0:
+    if p <= 0 or _mode(hyp) != "augment":
         return transforms
     from ultralytics.data.augment import RandomHSV
 
@@ -68,3 +80,23 @@ def insert_gamma_transform(transforms, hyp):
     at = next((i + 1 for i, x in enumerate(items) if isinstance(x, RandomHSV)), len(items))
     items.insert(at, t)
     return transforms
+
+
+def _mode(hyp) -> str:
+    mode = str(getattr(hyp, "gamma_mode", "augment") or "augment")
+    if mode not in GAMMA_MODES:
+        raise ValueError(f"gamma_mode={mode!r} is unknown; use 'augment' (random, train only) or 'preprocess' (the paper's)")
+    return mode
+
+
+def install_input_gamma(model, args) -> bool:
+    """Hook the fixed gamma on ``model`` (a ``DetectionModel``) when ``args.gamma_mode == 'preprocess'``; True if so.
+
+    Idempotent (a resumed model keeps one hook). In ``augment`` mode the model is left as it is.
+    """
+    if _mode(args) != "preprocess":
+        return False
+    from dsmoe_yolo.nn.gamma import InputGamma
+
+    InputGamma(float(getattr(args, "gamma", 1.5)), float(getattr(args, "gamma_gain", 1.0))).attach(model)
+    return True

@@ -1,24 +1,50 @@
-"""DS-MoE detection loss: QFocal + CIoU + DFL + MoE load balance (+ optional alignment terms).
+"""DS-MoE detection losses: QFocal + CIoU (row F, the full model) or BCE + IoU (ablation rows A-E), each + DFL + MoE
+load balance (+ optional alignment terms).
 
 Selected by a model YAML's top-level ``loss:`` key, read by the plugin's ``DetectionModel.init_criterion`` hook, so
 the stock trainer and the validator's lazily built criterion (on the EMA copy) both use it. Without the key the
 stock ``v8DetectionLoss`` is used, unchanged.
 
     loss: qfocal_ciou                      # defaults below
-    loss: {type: qfocal_ciou, alpha: 0.25, gamma: 1.5, cls_scale: 16.0, moe: 0.01, balance: cv2, align: 0.0, hyp_angle: 0.0, hyp_order: 0.0}
+    loss: {type: qfocal_ciou, alpha: 0.25, gamma: 1.5, cls_scale: 16.0, moe: 0.01, balance: cv2, align: 0.5, hyp_angle: 0.0, hyp_order: 0.03}
+    loss: bce_iou                          # the paper's "CE + IoU" of ablation rows A-E (cls_scale 1, no alpha/gamma)
 
 =============  ===========================================================================================
 term           definition
 =============  ===========================================================================================
-``box_loss``   CIoU on TAL-assigned boxes (Ultralytics' ``BboxLoss``), gain ``box`` (train arg)
-``cls_loss``   Quality Focal Loss on TAL's soft (IoU-aware) targets: BCE(x, y) |y - sigmoid(x)|^gamma
-               (y alpha + (1 - y)(1 - alpha)) as YOLOv5's ``QFocalLoss`` (Li et al. 2020), gain ``cls`` x ``cls_scale``
+``box_loss``   qfocal_ciou: 1 - CIoU on TAL-assigned boxes (Ultralytics' ``BboxLoss``); bce_iou: 1 - IoU (plain
+               IoU, ``IoUBboxLoss``); gain ``box`` (train arg)
+``cls_loss``   qfocal_ciou: Quality Focal Loss on TAL's soft (IoU-aware) targets: BCE(x, y) |y - sigmoid(x)|^gamma
+               (y alpha + (1 - y)(1 - alpha)) as YOLOv5's ``QFocalLoss`` (Li et al. 2020); bce_iou: per-class
+               sigmoid cross-entropy (the multi-label form of the paper's "CE", Ultralytics' stock BCE) on the same
+               targets; gain ``cls`` x ``cls_scale``
 ``dfl_loss``   Distribution Focal Loss as YOLOv8, gain ``dfl``
 ``moe_loss``   load balance of every SparseMoE: CV^2 of expert importance (Shazeer et al. 2017) and/or the
                Switch-Transformer load term N sum_i f_i P_i - 1 (both 0 for uniform routing), weight ``moe``
-``align_loss`` 1 - cos(GAP E, GAP Y) from DifferentiableAggregation, weight ``align`` (listed only if > 0)
-``hyp_loss``   hyperbolic angle + ordering terms from HyperbolicAlign, weights ``hyp_angle``/``hyp_order``
+``align_loss`` 1 - cos(GAP E, GAP Y) from DifferentiableAggregation, weight ``align`` (listed if > 0 and the model has the layer)
+``hyp_loss``   hyperbolic angle + ordering terms from HyperbolicAlign, weights ``hyp_angle``/``hyp_order``; the
+               ordering term (Eq. 12) exists only when the prompt file gives a class ``hierarchy``
 =============  ===========================================================================================
+
+Auxiliary weights (the paper gives none), decided by one short measurement: DS-MoE-n after 2 epochs on neu-det-mini
+(224 px, batch 8, seed 0, the bundled prompts and hierarchy), 3 batches of 8 training images, each term's raw value and
+the norm of its gradient against the detection loss's (box + cls + dfl, with their gains) on the parameters it touches:
+
+- ``align`` (Eq. 27, stage 10): raw 0.69 (E and Y far from aligned), gradient 0.107x the detection gradient at weight 1.
+  Default 0.5: the paper's constraint acts (about 5 % of the detection gradient) without competing with detection.
+- ``hyp_angle`` (Eq. 13): raw 0.003, gradient 0.14x at weight 1: the linear text map already keeps the class-text
+  angles, so the term has nothing to correct. Default 0 (off); set it if a different text map distorts them.
+- ``hyp_order`` (Eq. 12): 0 at margin 0.1 (every class anchor sat at the ball's clamp, d(0, a) = 6.21, the group centres
+  at 5.72 and 5.86); with every pair violated its gradient is 3.9x the detection gradient at weight 1. Default 0.03
+  (about 10 % when it acts); it only exists when the prompt file gives a ``hierarchy:``.
+
+These are gradient scales, not accuracy: the mAP effect of each term was not measurable on the 2-core machine (16
+validation images, mAP 0 after 10 epochs at 160 px); the GPU ablation should confirm or revise them.
+
+``bce_iou`` (ablation rows A-E): the paper trains rows A-E with "CE + IoU" and only row F with QFocal + CIoU. DFL
+stays in both: the YOLOv8 head regresses each box side as a distribution over ``reg_max`` bins, and without DFL
+those bins get no direct target (the IoU term alone trains them only through the expectation). The MoE balance and
+alignment terms are the same in both, so rows E -> F differ only in the classification and box terms.
 
 ``cls_scale`` (a project choice; the paper gives no weights): Ultralytics' ``cls`` gain (0.5) is tuned for BCE, and
 QFocal's alpha and |y - sigmoid(x)|^gamma factors make it about 11x smaller (train cls_loss after 30 epochs of
@@ -33,16 +59,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ultralytics.utils.loss import v8DetectionLoss
+from ultralytics.utils.loss import BboxLoss, v8DetectionLoss
 from ultralytics.utils.metrics import bbox_iou
 
 from dsmoe_yolo.errors import ConfigError
 from dsmoe_yolo.nn.base import YAMLLayer, pop_aux_outputs
 
-__all__ = ("QualityFocalLoss", "DSMoEDetectionLoss", "criterion_for", "loss_config", "cv_squared", "switch_balance", "ciou_loss")
+__all__ = ("QualityFocalLoss", "DSMoEDetectionLoss", "BCEIoUDetectionLoss", "IoUBboxLoss", "criterion_for", "loss_config", "cv_squared", "switch_balance", "ciou_loss")
 
-LOSS_TYPES = ("qfocal_ciou",)
-DEFAULTS = {"alpha": 0.25, "gamma": 1.5, "cls_scale": 16.0, "moe": 0.01, "balance": "cv2", "align": 0.0, "hyp_angle": 0.0, "hyp_order": 0.0}
+COMMON = {"moe": 0.01, "balance": "cv2", "align": 0.5, "hyp_angle": 0.0, "hyp_order": 0.03}  # reasons: module docstring
+LOSS_TYPES = {  # type -> its settings and their defaults
+    "qfocal_ciou": {"alpha": 0.25, "gamma": 1.5, "cls_scale": 16.0, **COMMON},
+    "bce_iou": {"cls_scale": 1.0, **COMMON},  # BCE is what Ultralytics' cls gain is tuned for: no extra scale
+}
+DEFAULTS = LOSS_TYPES["qfocal_ciou"]
 
 
 class QualityFocalLoss(nn.Module):
@@ -100,14 +130,15 @@ def loss_config(yaml: dict) -> dict | None:
     spec = {"type": spec} if isinstance(spec, str) else dict(spec)
     kind = spec.pop("type", None)
     if kind not in LOSS_TYPES:
-        raise ConfigError(f"model YAML 'loss: {kind}' is unknown; use one of {LOSS_TYPES}, or remove the key for the stock loss")
-    unknown = set(spec) - set(DEFAULTS)
+        raise ConfigError(f"model YAML 'loss: {kind}' is unknown; use one of {tuple(LOSS_TYPES)}, or remove the key for the stock loss")
+    defaults = LOSS_TYPES[kind]
+    unknown = set(spec) - set(defaults)
     if unknown:
-        raise ConfigError(f"model YAML 'loss' has unknown settings {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **spec}
+        raise ConfigError(f"model YAML 'loss: {kind}' has unknown settings {sorted(unknown)}; valid: {sorted(defaults)}")
+    cfg = {"type": kind, **defaults, **spec}
     if cfg["balance"] not in ("cv2", "switch", "both"):
         raise ConfigError(f"loss balance '{cfg['balance']}' must be cv2, switch or both")
-    for k in ("alpha", "gamma", "cls_scale", "moe", "align", "hyp_angle", "hyp_order"):
+    for k in set(cfg) - {"type", "balance"}:
         if not isinstance(cfg[k], (int, float)) or cfg[k] < 0:
             raise ConfigError(f"loss setting {k}={cfg[k]!r} must be a non-negative number")
     return cfg
@@ -116,7 +147,22 @@ def loss_config(yaml: dict) -> dict | None:
 def criterion_for(model) -> DSMoEDetectionLoss | None:
     """The DS-MoE criterion for a model whose YAML has ``loss:``, else None (the caller uses the stock loss)."""
     cfg = loss_config(getattr(model, "yaml", None) or {})
-    return None if cfg is None else DSMoEDetectionLoss(model, **cfg)
+    if cfg is None:
+        return None
+    kind = cfg.pop("type")
+    return DSMoEDetectionLoss(model, **cfg) if kind == "qfocal_ciou" else BCEIoUDetectionLoss(model, **cfg)
+
+
+class IoUBboxLoss(BboxLoss):
+    """Ultralytics' ``BboxLoss`` with plain IoU instead of CIoU: (1 - IoU) weighted by the TAL scores, plus DFL."""
+
+    def forward(self, pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum, fg_mask, imgsz, stride):
+        """Return (IoU loss, DFL loss) as the stock ``BboxLoss`` does (same weighting and normalisation)."""
+        _, loss_dfl = super().forward(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum, fg_mask, imgsz, stride)
+        fg = fg_mask.nonzero(as_tuple=True)
+        weight = target_scores[fg].sum(-1, keepdim=True)
+        iou = bbox_iou(pred_bboxes[fg], target_bboxes[fg], xywh=False)
+        return ((1.0 - iou) * weight).sum() / target_scores_sum, loss_dfl
 
 
 class DSMoEDetectionLoss(v8DetectionLoss):
@@ -125,7 +171,7 @@ class DSMoEDetectionLoss(v8DetectionLoss):
     Returns, like every Ultralytics criterion, ``(loss_vector * batch_size, {name: detached item})``.
     """
 
-    def __init__(self, model, alpha=0.25, gamma=1.5, cls_scale=16.0, moe=0.01, balance="cv2", align=0.0, hyp_angle=0.0, hyp_order=0.0, tal_topk=10):
+    def __init__(self, model, alpha=0.25, gamma=1.5, cls_scale=16.0, moe=0.01, balance="cv2", align=0.5, hyp_angle=0.0, hyp_order=0.03, tal_topk=10):
         super().__init__(model, tal_topk=tal_topk)
         # used element-wise by get_assigned_targets_and_loss on TAL soft targets; cls_scale stacks on the train arg cls
         self.bce = QualityFocalLoss(alpha, gamma, loss_weight=cls_scale)
@@ -134,8 +180,10 @@ class DSMoEDetectionLoss(v8DetectionLoss):
         self.aux_layers = [m for m in model.modules() if isinstance(m, YAMLLayer)]
         self.has_moe = any(type(m).__name__ == "SparseMoE" for m in self.aux_layers)
         extra = ["moe_loss"] if self.has_moe else []
-        extra += ["align_loss"] if align > 0 else []
-        extra += ["hyp_loss"] if hyp_angle > 0 or hyp_order > 0 else []
+        has_align = align > 0 and any(type(m).__name__ == "DifferentiableAggregation" for m in self.aux_layers)
+        extra += ["align_loss"] if has_align else []
+        has_order = hyp_order > 0 and any(getattr(m, "has_hierarchy", False) for m in self.aux_layers)
+        extra += ["hyp_loss"] if hyp_angle > 0 or has_order else []
         self.loss_names = (*self.loss_names, *extra)
 
     @property
@@ -178,3 +226,25 @@ class DSMoEDetectionLoss(v8DetectionLoss):
         total = torch.cat([det, torch.stack(list(extra.values()))]) if extra else det
         items = {**items, **{k: v.detach() for k, v in extra.items()}}
         return total * batch_size, items
+
+
+class BCEIoUDetectionLoss(DSMoEDetectionLoss):
+    """Ablation rows A-E: per-class BCE (the stock term, x ``cls_scale``) + plain-IoU box + DFL + the same auxiliary
+    terms as the full loss (module docstring)."""
+
+    def __init__(self, model, cls_scale=1.0, moe=0.01, balance="cv2", align=0.5, hyp_angle=0.0, hyp_order=0.03, tal_topk=10):
+        super().__init__(model, cls_scale=cls_scale, moe=moe, balance=balance, align=align, hyp_angle=hyp_angle, hyp_order=hyp_order, tal_topk=tal_topk)
+        self.bce = ScaledBCE(cls_scale)
+        self.bbox_loss = IoUBboxLoss(self.bbox_loss.dfl_loss.reg_max if self.bbox_loss.dfl_loss else 1).to(self.device)
+
+
+class ScaledBCE(nn.Module):
+    """Element-wise sigmoid cross-entropy times ``loss_weight`` (Ultralytics' ``BCEWithLogitsLoss(reduction="none")``)."""
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BCE of logits ``pred`` against targets in [0, 1], same shape, no reduction."""
+        return self.loss_weight * F.binary_cross_entropy_with_logits(pred, target, reduction="none")

@@ -223,7 +223,7 @@ def test_paper_recipe_through_the_stock_cli(workdir, tiny_data):
     proc = run_cli(f"yolo train cfg=paper.yaml model=dsmoe-yolov8n.yaml data={tiny_data} epochs=1 imgsz=64 batch=4 workers=0 device=cpu plots=False", cwd=workdir)
     run = _new_run(before)
     args = yaml.safe_load((run / "args.yaml").read_text())
-    expected = {"optimizer": "Adam", "lr0": 0.001, "cos_lr": True, "weight_decay": 0.001, "momentum": 0.9, "seed": 42, "mosaic": 0.0, "mixup": 0.5, "gamma_p": 0.5, "gamma": 1.5, "gamma_gain": 1.0}
+    expected = {"optimizer": "Adam", "lr0": 0.001, "cos_lr": True, "weight_decay": 0.001, "momentum": 0.9, "seed": 42, "mosaic": 0.0, "mixup": 0.5, "gamma_mode": "preprocess", "gamma": 1.5, "gamma_gain": 1.0, "nbs": 8}
     assert {k: args[k] for k in expected} == expected
     assert args["imgsz"] == 64 and args["batch"] == 4, "command-line values override the recipe"
     assert "Adam(lr=0.001, momentum=0.9)" in proc.stdout + proc.stderr

@@ -101,5 +101,27 @@ def test_hierarchy_loss_orders_parents_closer_to_origin():
     layer([torch.randn(1, 16, 2, 2), t])
     aux = aux_outputs(layer)
     assert aux["hyp_order"] >= 0 and aux["hyp_angle"] >= 0
-    with pytest.raises(ValueError, match="hierarchy lists 4 parents but the model has 3 classes"):
+    with pytest.raises(ValueError, match="hierarchy lists 4 entries but the model has 3 classes"):
+        layer([torch.randn(1, 16, 2, 2), torch.randn(3, 8)])
+
+
+def test_group_ordering_is_the_hinge_against_the_group_centre():
+    """Eq. 12 with groups: relu(2|mean_k log0 a_k| - 2|log0 a_child| + margin), mean over members of groups of >= 2."""
+    torch.manual_seed(0)
+    layer = HyperbolicAlign([16, 8], 12, groups=[0, 0, 1, 0, -1], margin=5.0)
+    t = torch.randn(5, 8)
+    layer([torch.randn(1, 16, 2, 2), t])
+    c = layer.curvature
+    u = ball.logmap0(ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t), c), c), c), c)
+    members = [0, 1, 3]  # group 1 has one class: skipped; class 4 has no group
+    centre = 2 * u[members].mean(0).norm()
+    expected = torch.relu(centre - 2 * u[members].norm(dim=-1) + 5.0).mean()  # large margin: every hinge active
+    got = aux_outputs(layer)["hyp_order"]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    got.backward()
+    assert layer.text.weight.grad is not None and layer.text.weight.grad.abs().sum() > 0
+    single = HyperbolicAlign([16, 8], 12, groups=[0, 1, -1])
+    assert not single.has_hierarchy or single([torch.randn(1, 16, 2, 2), torch.randn(3, 8)]) is not None
+    assert "hyp_order" not in aux_outputs(single)  # only singleton groups: nothing to order
+    with pytest.raises(ValueError, match="groups lists 5 entries but the model has 3 classes"):
         layer([torch.randn(1, 16, 2, 2), torch.randn(3, 8)])

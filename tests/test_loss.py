@@ -164,7 +164,49 @@ def test_dsmoe_loss_changes_only_classification_and_adds_named_terms(batch):
     torch.testing.assert_close(total[[0, 2]], unit_total[[0, 2]])
 
 
-@pytest.mark.parametrize("spec, pattern", [("focal", "unknown"), ({"type": "qfocal_ciou", "moee": 1}, "unknown settings"), ({"type": "qfocal_ciou", "moe": -1}, "non-negative"), ({"type": "qfocal_ciou", "cls_scale": "x"}, "cls_scale.*non-negative"), ({"type": "qfocal_ciou", "balance": "gini"}, "cv2, switch or both")])
+def test_bce_iou_is_stock_bce_plus_plain_iou_and_keeps_dfl(batch):
+    """Ablation rows A-E: cls = stock BCE, box = 1 - IoU (not CIoU) with the stock weighting, DFL unchanged."""
+    from ultralytics.utils.loss import v8DetectionLoss
+    from ultralytics.utils.metrics import bbox_iou
+
+    from dsmoe_yolo.loss import BCEIoUDetectionLoss
+
+    model = _model("bce_iou")
+    criterion = model.init_criterion()
+    assert isinstance(criterion, BCEIoUDetectionLoss) and criterion.cls_scale == 1.0
+    assert criterion.loss_names == ("box_loss", "cls_loss", "dfl_loss", "moe_loss", "align_loss")
+    model.train()
+    preds = model(batch["img"])
+    stock = v8DetectionLoss(model)
+    _, stock_det, _ = stock.get_assigned_targets_and_loss(preds, batch)
+    _, ours_det, _ = criterion.get_assigned_targets_and_loss(preds, batch)
+    torch.testing.assert_close(ours_det[[1, 2]], stock_det[[1, 2]])  # BCE classification and DFL identical
+    assert not torch.isclose(ours_det[0], stock_det[0])  # the box term is not CIoU
+    calls = []
+    original = bbox_iou
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    import dsmoe_yolo.loss as loss_module
+
+    loss_module.bbox_iou = spy
+    try:
+        criterion.get_assigned_targets_and_loss(preds, batch)
+    finally:
+        loss_module.bbox_iou = original
+    assert calls and not any(c.get("CIoU") or c.get("GIoU") or c.get("DIoU") for c in calls)  # plain IoU
+    for row in "abcde":
+        import yaml
+
+        from dsmoe_yolo import CFG_DIR
+
+        doc = yaml.safe_load((CFG_DIR / "models" / "ablation" / f"dsmoe-abl-{row}-yolov8.yaml").read_text())
+        assert doc.get("loss") == "bce_iou", f"ablation row {row.upper()} must train with the paper's CE + IoU"
+
+
+@pytest.mark.parametrize("spec, pattern", [("focal", "unknown"), ({"type": "qfocal_ciou", "moee": 1}, "unknown settings"), ({"type": "qfocal_ciou", "moe": -1}, "non-negative"), ({"type": "qfocal_ciou", "cls_scale": "x"}, "cls_scale.*non-negative"), ({"type": "qfocal_ciou", "balance": "gini"}, "cv2, switch or both"), ({"type": "bce_iou", "alpha": 0.25}, "bce_iou.*unknown settings")])
 def test_bad_loss_config(spec, pattern):
     with pytest.raises(ConfigError, match=pattern):
         loss_config({"loss": spec})

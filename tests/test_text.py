@@ -256,3 +256,76 @@ def test_two_models_do_not_share_text_state(text_embeddings):
 def test_template_prompts_cover_names():
     assert set(template_prompts(NAMES)) == set(NAMES)
     logging.getLogger(__name__).info("ok")
+
+
+def test_bundled_prompt_files_carry_a_valid_hierarchy():
+    import dsmoe_yolo
+    from dsmoe_yolo.text.prompts import hierarchy_groups, load_hierarchy
+
+    files = sorted((dsmoe_yolo.CFG_DIR / "prompts").glob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        hierarchy = load_hierarchy(f)
+        assert hierarchy, f"{f.name} has no hierarchy"
+        groups = hierarchy_groups(hierarchy, list(load_prompts(f)))
+        assert all(g >= 0 for g in groups), f"{f.name}: every class belongs to a group"
+        assert any(groups.count(g) > 1 for g in set(groups)), f"{f.name}: no group orders anything"
+
+
+@pytest.mark.parametrize(
+    "hierarchy, pattern",
+    [
+        ("  metal: [scratch, dent]\n", r"p.yaml'.*unknown class 'dent'"),
+        ("  a: [scratch]\n  b: [scratch, crack]\n", r"p.yaml'.*'scratch' is in hierarchy groups 'a' and 'b'"),
+        ("  a: []\n", r"p.yaml'.*group 'a' needs a non-empty list"),
+    ],
+)
+def test_bad_hierarchy_names_the_prompt_file(tmp_path, hierarchy, pattern):
+    from dsmoe_yolo.text.prompts import load_hierarchy
+
+    f = tmp_path / "p.yaml"
+    f.write_text("prompts:\n  scratch: [a long thin line]\n  crack: [a dark jagged line]\nhierarchy:\n" + hierarchy)
+    with pytest.raises(ConfigError, match=pattern):
+        load_hierarchy(f)
+
+
+def test_training_binds_the_prompt_hierarchy_into_the_ordering_loss(tmp_path, monkeypatch):
+    """bind_for_training reads the data's prompt file hierarchy; the DS-MoE loss then carries hyp_loss = hyp_order x Eq. 12."""
+    from types import SimpleNamespace
+
+    import yaml
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    import dsmoe_yolo
+    from dsmoe_yolo.nn import HyperbolicAlign
+    from dsmoe_yolo.nn.base import aux_outputs
+    from dsmoe_yolo.text.binding import bind_for_training
+
+    names = ["open", "short", "mousebite", "spur", "copper", "pin-hole"]
+    monkeypatch.setattr(embed_mod, "embed_classes", lambda names, prompts, **kw: (torch.randn(len(names), 384), {"encoder": "stub", "names": list(names)}))
+    data = {"names": dict(enumerate(names)), "yaml_file": str(tmp_path / "data.yaml"), "prompts": "deeppcb.yaml"}
+    d = yaml.safe_load((dsmoe_yolo.CFG_DIR / "models" / "dsmoe-yolov8.yaml").read_text())
+    d["scale"] = "n"
+    torch.manual_seed(0)
+    model = DetectionModel(d, verbose=False)
+    bind_for_training(SimpleNamespace(model=model, data=data, args=SimpleNamespace(text_encoder="auto"), device=None))
+    hyp = next(m for m in model.modules() if isinstance(m, HyperbolicAlign))
+    assert hyp.groups == [0, 1, 0, 1, 1, 0]  # missing_copper / excess_copper in cfg/prompts/deeppcb.yaml
+    model.args = get_cfg()
+    criterion = model.init_criterion()
+    assert "hyp_loss" in criterion.loss_names and criterion.weights["hyp_order"] > 0
+    hyp.margin = 100.0  # every pair violates: the term is positive and has a gradient
+    model.train()
+    batch = {"img": torch.rand(1, 3, 64, 64), "batch_idx": torch.zeros(1), "cls": torch.zeros(1, 1), "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}
+    preds = model(batch["img"])
+    order = aux_outputs(hyp)["hyp_order"].detach().clone()
+    _, items = criterion(preds, batch)
+    torch.testing.assert_close(items["hyp_loss"], criterion.weights["hyp_order"] * order)
+    assert order > 0
+    data["prompts"] = None  # no prompt file (class-name templates): no hierarchy, no ordering term
+    plain = DetectionModel(d, verbose=False)
+    bind_for_training(SimpleNamespace(model=plain, data=data, args=SimpleNamespace(text_encoder="auto"), device=None))
+    plain.args = get_cfg()
+    assert next(m for m in plain.modules() if isinstance(m, HyperbolicAlign)).groups is None
+    assert "hyp_loss" not in plain.init_criterion().loss_names

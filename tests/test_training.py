@@ -25,7 +25,8 @@ def test_ablation_rows_build_and_train(row, text, tiny_data, tmp_path):
     rows = _results(run)
     assert len(rows) == 1 and all(v == v for v in rows[0].values()), "finite losses and metrics"
     columns = set(rows[0])
-    assert ("train/moe_loss" in columns) == (row == "f"), "only row F uses the DS-MoE loss"
+    assert ("train/moe_loss" in columns) == (row in "ef"), "rows with experts carry the MoE balance term"
+    assert ("train/hyp_loss" in columns) == (row in "def"), "rows with the hyperbolic stage order the prompt hierarchy"
     ckpt = torch.load(run / "weights" / "last.pt", weights_only=False)
     texts = [m for m in (ckpt.get("ema") or ckpt["model"]).modules() if type(m).__name__ == "ClassText"]
     assert bool(texts) == text

@@ -135,3 +135,37 @@ def test_stock_yaml_untouched_by_the_wrapper():
     torch.manual_seed(0)
     m = DetectionModel("yolov8n.yaml", verbose=False)
     assert sum(p.numel() for p in m.parameters()) == 3157200
+
+
+def test_p2_model_builds_detects_on_four_levels_and_trains_a_step():
+    """dsmoe-p2-yolov8n.yaml (bare name -> dsmoe-p2-yolov8.yaml at scale n): Detect on P2-P5, one optimizer step."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("dsmoe-p2-yolov8n.yaml", nc=3, verbose=False)
+    assert model.yaml["scale"] == "n"
+    head = model.model[-1]
+    assert head.nl == 4 and model.stride.tolist() == [4.0, 8.0, 16.0, 32.0]
+    bb = model.model[0]
+    assert isinstance(bb, MobileSAMBackbone) and bb.out_channels == [32, 64, 128, 256]  # n: width 0.25
+    model.model[10].bind(torch.randn(3, 384), {"names": ["a", "b", "c"]})
+    model.args = get_cfg()
+    model.train()
+    x = torch.rand(2, 3, 128, 160)
+    feats = model(x)["feats"]
+    assert [tuple(f.shape[2:]) for f in feats] == [(32, 40), (16, 20), (8, 10), (4, 5)]
+    batch = {
+        "img": x,
+        "batch_idx": torch.tensor([0.0, 1.0]),
+        "cls": torch.tensor([[0.0], [2.0]]),
+        "bboxes": torch.tensor([[0.3, 0.3, 0.05, 0.05], [0.6, 0.5, 0.3, 0.2]]),
+    }
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    p2_weight = bb.p2[0].conv.weight
+    before = p2_weight.detach().clone()
+    loss, items = model.loss(batch)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and p2_weight.grad is not None and p2_weight.grad.abs().sum() > 0
+    opt.step()
+    assert not torch.equal(before, p2_weight.detach())

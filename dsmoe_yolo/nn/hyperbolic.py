@@ -14,8 +14,13 @@ gyro-midpoint). The whole stage runs as an fp32 island (autocast off) and clamps
 inputs of norm 0, 1e-8 or 1e4, and points at the ball boundary, stay finite.
 
 Optional losses (weights set in the loss config, computed here and exposed through ``aux_outputs``):
-- ``hyp_order``: parent-child ordering d(0, a_parent) + margin <= d(0, a_child) for a class ``hierarchy``
-  (list of parent indices, -1 for roots), PAPER.md Eq. 12;
+- ``hyp_order``: parent-child ordering d(0, a_parent) + margin <= d(0, a_child), PAPER.md Eq. 12, as the mean hinge
+  relu(d(0, parent) - d(0, child) + margin) over every parent-child pair. Parents come from ``hierarchy`` (a parent
+  class index per class, -1 for roots; a YAML arg) and/or from ``groups`` (a group index per class, -1 for none),
+  set by the plugin from a prompt file's ``hierarchy:`` (group -> classes). A group has no text of its own: its anchor
+  is exp0 of the mean of its members' tangent anchors (the log0-mean the context uses), so
+  d(0, group) = 2 |mean_k log0(a_k)| and the term asks each member to lie further out than its group's centre (a
+  group more general than its classes). Groups of one class are skipped (child = parent: no ordering to learn);
 - ``hyp_angle``: angle preservation, mean squared difference between the cosine similarities of the class texts
   and of their tangent anchors, Eq. 13.
 """
@@ -47,6 +52,7 @@ class HyperbolicAlign(YAMLLayer):
         c2 (int): Hyperbolic (ball) dimension of the output, width-scaled by the builder.
         curvature (float): Initial c.
         hierarchy (list[int], optional): Parent class index per class (-1 for roots) for the ordering loss.
+        groups (list[int], optional): Group index per class (-1 for none) for the ordering loss (``set_groups``).
         margin (float): Margin of the ordering loss.
 
     Returns (forward):
@@ -62,7 +68,10 @@ class HyperbolicAlign(YAMLLayer):
     multi_input = True
     text_inputs = (1,)
 
-    def __init__(self, c1: list[int], c2: int, curvature: float = 1.0, hierarchy: list[int] | None = None, margin: float = 0.1):
+    def __init__(
+        self, c1: list[int], c2: int, curvature: float = 1.0, hierarchy: list[int] | None = None, margin: float = 0.1,
+        groups: list[int] | None = None,
+    ):
         super().__init__()
         if len(c1) != 2:
             raise ValueError(f"HyperbolicAlign takes [visual, text] inputs, got {len(c1)} inputs")
@@ -75,7 +84,18 @@ class HyperbolicAlign(YAMLLayer):
         self.log_tau = nn.Parameter(torch.tensor(0.0))
         self.fusion_scale = nn.Parameter(torch.tensor(0.5))
         self.hierarchy = list(hierarchy) if hierarchy else None
+        self.groups = None
+        self.set_groups(groups)
         self.margin = margin
+
+    def set_groups(self, groups: list[int] | None) -> None:
+        """Set the class groups of the ordering loss: a group index per class (-1 for none), or None."""
+        self.groups = [int(g) for g in groups] if groups and any(int(g) >= 0 for g in groups) else None
+
+    @property
+    def has_hierarchy(self) -> bool:
+        """True if the ordering loss (Eq. 12) has parent-child pairs to order."""
+        return bool(self.hierarchy or self.groups)
 
     @property
     def curvature(self) -> torch.Tensor:
@@ -109,15 +129,24 @@ class HyperbolicAlign(YAMLLayer):
         cos_text = F.normalize(text, dim=-1) @ F.normalize(text, dim=-1).T
         cos_ball = F.normalize(anchors_t, dim=-1) @ F.normalize(anchors_t, dim=-1).T
         aux["hyp_angle"] = (cos_text - cos_ball).pow(2).mean()
-        if self.hierarchy:
-            if len(self.hierarchy) != len(anchors):
+        d0 = 2 * anchors_t.norm(dim=-1)  # d(0, a) = 2 artanh(sqrt(c)|a|)/sqrt(c) = 2 |log0(a)|
+        parent_d, child_d = [], []
+        for name, per_class in (("hierarchy", self.hierarchy), ("groups", self.groups)):
+            if per_class and len(per_class) != len(anchors):
                 raise ValueError(
-                    f"HyperbolicAlign hierarchy lists {len(self.hierarchy)} parents but the model has {len(anchors)} "
-                    f"classes; give one parent index (or -1) per class"
+                    f"HyperbolicAlign {name} lists {len(per_class)} entries but the model has {len(anchors)} classes; "
+                    f"give one {'parent index' if name == 'hierarchy' else 'group index'} (or -1) per class"
                 )
+        if self.hierarchy:
             parents = torch.tensor(self.hierarchy, device=anchors.device)
             has_parent = parents >= 0
-            if has_parent.any():
-                d0 = 2 * ball.logmap0(anchors, c).norm(dim=-1)  # d(0, a) = 2 artanh(sqrt(c)|a|)/sqrt(c) = |log0(a)|*2
-                child, parent = d0[has_parent], d0[parents[has_parent]]
-                aux["hyp_order"] = F.relu(parent - child + self.margin).mean()
+            parent_d.append(d0[parents[has_parent]])
+            child_d.append(d0[has_parent])
+        for g in sorted({g for g in self.groups or [] if g >= 0}):
+            members = [k for k, gk in enumerate(self.groups) if gk == g]
+            if len(members) > 1:
+                centre = 2 * anchors_t[members].mean(0).norm()  # d(0, exp0(mean log0 a_k))
+                parent_d.append(centre.expand(len(members)))
+                child_d.append(d0[members])
+        if parent_d and sum(len(x) for x in parent_d):
+            aux["hyp_order"] = F.relu(torch.cat(parent_d) - torch.cat(child_d) + self.margin).mean()

@@ -13,6 +13,8 @@ Departures from the stock encoder, all shape plumbing (no weight changes):
 - TinyViT has no stride-32 stage (its outputs are strides 4, 8, 16, 16, 16). P3 is the stride-8 stage, P4 the last
   stride-16 stage, and P5 comes from one extra stride-2 CBS. Each level is adapted to the YOLO width by CBS + C2f,
   as the paper describes. SAM's neck and TinyViT's classifier head are dropped after (optional) weight loading.
+  With four output widths the backbone also returns P2 (stride 4) from the first (MobileNet) stage, for the
+  small-object head of ``dsmoe-p2-yolov8.yaml`` (paper Tables 6-7).
 - The paper's "anisotropic kernel factorisation" and "gradient-aware pooling" inside the encoder are not applied:
   they would change the pretrained encoder. The anisotropic factorisation lives in the local MoE expert instead.
 """
@@ -214,14 +216,14 @@ def _patch_merging(pm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class MobileSAMBackbone(YAMLLayer):
-    """MobileSAM's TinyViT-5M encoder returning YOLO-width P3/P4/P5 maps.
+    """MobileSAM's TinyViT-5M encoder returning YOLO-width P3/P4/P5 maps (or P2/P3/P4/P5 given four widths).
 
     YAML: ``[-1, 3, MobileSAMBackbone, [[256, 512, 1024], backbone_weights, freeze_backbone]]``, then
     ``Pick`` rows select each level. ``n`` (depth-scaled) is the number of bottlenecks in each adapter C2f.
 
     Args:
         c1 (int): Input channels; must be 3 (the encoder is an RGB model).
-        c2 (list[int]): Output widths of P3, P4, P5 (width-scaled by the builder).
+        c2 (list[int]): Output widths of P3, P4, P5, or of P2, P3, P4, P5 (width-scaled by the builder).
         weights (str, optional): MobileSAM checkpoint to load strictly into the encoder: a path, or the bare name
             ``mobile_sam.pt`` fetched through Ultralytics' asset download (random weights, with one warning, offline).
         freeze_epochs (int): Keep the encoder frozen (no gradients, BatchNorm in eval) for this many epochs.
@@ -239,8 +241,8 @@ class MobileSAMBackbone(YAMLLayer):
         super().__init__()
         if c1 != 3:
             raise ValueError(f"MobileSAMBackbone needs 3 input channels (RGB), got {c1}; train with channels: 3")
-        if len(c2) != 3:
-            raise ValueError(f"MobileSAMBackbone needs 3 output widths [P3, P4, P5], got {c2}")
+        if len(c2) not in (3, 4):
+            raise ValueError(f"MobileSAMBackbone needs 3 output widths [P3, P4, P5] or 4 [P2, P3, P4, P5], got {c2}")
         if int(freeze_epochs) < 0:
             raise ValueError(f"MobileSAMBackbone freeze_epochs must be >= 0, got {freeze_epochs}")
         self.encoder = build_tinyvit_5m()
@@ -252,22 +254,30 @@ class MobileSAMBackbone(YAMLLayer):
         _keep_batchnorm_settings(self.encoder)
         self.weights, self.freeze_epochs, self.frozen = str(found) if found else None, int(freeze_epochs), False
         dims = TINYVIT_5M["embed_dims"]
-        self.p3 = nn.Sequential(Conv(dims[1], c2[0], 1), C2f(c2[0], c2[0], n))
-        self.p4 = nn.Sequential(Conv(dims[3], c2[1], 1), C2f(c2[1], c2[1], n))
-        self.p5 = nn.Sequential(Conv(dims[3], c2[2], 3, 2), C2f(c2[2], c2[2], n))
+        self.p2 = nn.Sequential(Conv(dims[0], c2[0], 1), C2f(c2[0], c2[0], n)) if len(c2) == 4 else None
+        c3, c4, c5 = c2[-3:]
+        self.p3 = nn.Sequential(Conv(dims[1], c3, 1), C2f(c3, c3, n))
+        self.p4 = nn.Sequential(Conv(dims[3], c4, 1), C2f(c4, c4, n))
+        self.p5 = nn.Sequential(Conv(dims[3], c5, 3, 2), C2f(c5, c5, n))
         self.out_channels = list(c2)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Map (B, 3, H, W), H and W multiples of 32, to [P3 (H/8), P4 (H/16), P5 (H/32)]."""
-        stride8, stride16 = self.encoder_features(x)
-        return [self.p3(stride8), self.p4(stride16), self.p5(stride16)]
+        """Map (B, 3, H, W), H and W multiples of 32, to [P3 (H/8), P4 (H/16), P5 (H/32)] ([P2 (H/4), ...] with p2)."""
+        stride4, stride8, stride16 = self.encoder_maps(x)
+        levels = [self.p3(stride8), self.p4(stride16), self.p5(stride16)]
+        return [self.p2(stride4), *levels] if self.p2 is not None else levels
 
     def encoder_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TinyViT maps: (B, 128, H/8, W/8) after the first attention stage, (B, 320, H/16, W/16) at the end."""
+        return self.encoder_maps(x)[1:]
+
+    def encoder_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TinyViT maps at strides 4 (B, 64, H/4, W/4: after the MobileNet stage), 8 and 16 (``encoder_features``)."""
         enc = self.encoder
         x = enc.patch_embed(x)  # (B, 64, H/4, W/4)
         for blk in enc.layers[0].blocks:
             x = blk(x)
+        stride4 = x
         x = _patch_merging(enc.layers[0].downsample, x)  # (B, 128, H/8, W/8)
         stride8 = x
         for layer in enc.layers[1:]:
@@ -280,7 +290,7 @@ class MobileSAMBackbone(YAMLLayer):
                 stride8 = x  # (B, 128, H/8, W/8) after the first attention stage
             if layer.downsample is not None:
                 x = _patch_merging(layer.downsample, x)
-        return stride8, x
+        return stride4, stride8, x
 
     def fuse_inference(self) -> None:
         """Fold each TinyViT ``Conv2d_BN`` (conv + BatchNorm) into one conv, as ``yolo predict``'s ``fuse()`` does for

@@ -45,7 +45,7 @@ class SparseMoE(YAMLLayer):
         tau (float): Initial gate temperature.
         noise (float): Training-time routing noise of the gate (0 disables it).
         kernel (int): Kernel length of the local experts.
-        heads (int): Heads of the gate's co-attention.
+        heads (int): Heads of the gate's co-attention (keyword only: ``{heads: 4}`` in YAML).
 
     Examples:
         >>> moe = SparseMoE([32, 16], 32, experts=8)
@@ -69,6 +69,7 @@ class SparseMoE(YAMLLayer):
         tau: float = 0.1,
         kernel: int = 7,
         noise: float = 0.5,
+        *,
         heads: int = 4,
     ):
         super().__init__()

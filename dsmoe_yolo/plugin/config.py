@@ -19,6 +19,7 @@ CONFIG_KEYS = {
     "gamma_p": (0.0, "fraction", "(float) probability of the DS-MoE gamma photometric transform (0 = off)"),
     "gamma": (1.5, "float", "(float) gamma transform exponent bound: gamma' ~ gamma**U(-1, 1)"),
     "gamma_gain": (1.0, "float", "(float) gamma transform gain alpha: out = alpha * in**gamma'"),
+    "gamma_mode": ("augment", "str", "(str) gamma: 'augment' (random, train only) or 'preprocess' (paper: every image, gamma fixed)"),
     "text_encoder": ("auto", "str", "(str) DS-MoE text encoder: auto, minilm, deepseek, a hub id or a local folder"),
 }
 

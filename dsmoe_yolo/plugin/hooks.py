@@ -194,7 +194,7 @@ def install_weight_transfer(tasks) -> None:
 
 
 def install_trainer(module) -> None:
-    """``DetectionTrainer.set_model_attributes``: bind class-text embeddings from the data before the optimizer."""
+    """``DetectionTrainer.set_model_attributes``: bind class text from the data before the optimizer; hook the gamma."""
     internals.check_module(module)
     cls = module.DetectionTrainer
     stock = cls.set_model_attributes
@@ -203,9 +203,11 @@ def install_trainer(module) -> None:
 
     def set_model_attributes(self):
         stock(self)
+        from dsmoe_yolo.augment import install_input_gamma
         from dsmoe_yolo.text.binding import bind_for_training
 
         bind_for_training(self)
+        install_input_gamma(self.model, self.args)  # gamma_mode=preprocess: the paper's fixed gamma travels with the model
 
     set_model_attributes._dsmoe_hook, set_model_attributes.stock = "full", stock
     cls.set_model_attributes = set_model_attributes

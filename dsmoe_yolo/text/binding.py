@@ -4,6 +4,8 @@ Training (``bind_for_training``, run by the plugin right after Ultralytics sets 
 optimizer and EMA are built): the data YAML's ``embeddings:`` file if it names one, else its prompts embedded with
 ``text_encoder`` (train arg, default ``auto``), cached. The embeddings, their provenance and the class names then
 live in the model, so every checkpoint carries them and ``predict``/``val``/``export`` never need the encoder.
+The prompt file's optional ``hierarchy:`` (group -> classes) is bound too (``bind_hierarchy``): it gives the
+hyperbolic stage the class groups of its ordering loss (Eq. 12).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("bind_for_training", "bind_model", "class_texts", "set_classes", "resolve_embeddings", "transfer_text_meta")
+__all__ = ("bind_for_training", "bind_model", "bind_hierarchy", "class_texts", "set_classes", "resolve_embeddings", "transfer_text_meta")
 
 
 def class_texts(model: nn.Module) -> list:
@@ -82,10 +84,43 @@ def bind_for_training(trainer) -> None:
     names = [str(trainer.data["names"][i]) for i in range(len(trainer.data["names"]))]
     if all(t.is_bound and t.text_meta.get("names") == names for t in texts):
         LOGGER.info(f"DS-MoE text: model already holds class embeddings for {names} ({texts[0].text_meta.get('encoder')})")
+        bind_hierarchy(model, texts[0].text_meta.get("source"), names)
         return
     device = str(trainer.device) if getattr(trainer, "device", None) is not None else None
     emb, meta = resolve_embeddings(trainer.data, names, getattr(trainer.args, "text_encoder", "auto"), device)
     bind_model(model, emb.to(next(model.parameters()).device), meta)
+    bind_hierarchy(model, meta.get("source"), names)
+
+
+def bind_hierarchy(model: nn.Module, source: str | None, names: list[str], log=None) -> list[int] | None:
+    """Give every ``HyperbolicAlign`` the class groups of the prompt file ``source`` (its ``hierarchy:``).
+
+    ``source`` is where the class prompts came from (``resolve_prompts``' second value); anything but a YAML file
+    (class-name templates, an embeddings ``.pt``) has no hierarchy and clears the groups. Returns the group index per
+    class, or None.
+
+    Raises:
+        ConfigError: If the file's hierarchy is malformed or names classes it does not describe.
+    """
+    from dsmoe_yolo.nn.hyperbolic import HyperbolicAlign
+    from dsmoe_yolo.text.prompts import hierarchy_groups, load_hierarchy
+
+    layers = [m for m in getattr(model, "module", model).modules() if isinstance(m, HyperbolicAlign)]
+    path = Path(str(source or ""))
+    if not layers:
+        return None
+    is_file = path.suffix in (".yaml", ".yml") and path.is_file()
+    hierarchy = load_hierarchy(path) if is_file else None
+    groups = hierarchy_groups(hierarchy, names) if hierarchy else None
+    for layer in layers:
+        layer.set_groups(groups)
+    if groups:
+        if log is None:
+            from ultralytics.utils import LOGGER
+
+            log = LOGGER.info
+        log(f"DS-MoE text: class hierarchy from {path.name}: {hierarchy} (hyperbolic ordering loss, Eq. 12)")
+    return groups
 
 
 def set_classes(model, names: list[str], embeddings: torch.Tensor | None = None, encoder: str = "auto", prompts: dict | str | None = None) -> None:
@@ -143,6 +178,7 @@ def set_classes(model, names: list[str], embeddings: torch.Tensor | None = None,
     net.names = dict(enumerate(names))
     net.criterion = None  # rebuilt lazily with the new class count
     bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
+    bind_hierarchy(net, str(prompts) if isinstance(prompts, (str, Path)) else None, names)
     if wrapper is not None:
         wrapper.predictor = None
 

@@ -8,6 +8,9 @@ Prompt files map each class name to several precise visual descriptions::
         - a copper trace interrupted by a narrow gap of bare substrate
       short:
         - ...
+    hierarchy:                    # optional: group -> classes, for the hyperbolic ordering loss (Eq. 12)
+      missing_copper: [open, mousebite]
+      excess_copper: [short, spur]
 
 ``generate_prompts`` asks a causal LLM through transformers (chat template, ``<think>`` reasoning stripped) for
 descriptions of new class names; the file it writes is meant to be read and edited by the user.
@@ -24,7 +27,7 @@ import yaml
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("load_prompts", "prompts_for", "prompts_hash", "strip_reasoning", "parse_descriptions", "generate_prompts")
+__all__ = ("load_prompts", "load_hierarchy", "hierarchy_groups", "prompts_for", "prompts_hash", "strip_reasoning", "parse_descriptions", "generate_prompts")
 
 THINK = re.compile(r"<think>.*?(</think>|$)", flags=re.S | re.I)
 SYSTEM = (
@@ -62,6 +65,45 @@ def load_prompts(path: str | Path) -> dict[str, list[str]]:
             raise ConfigError(f"prompt file '{path}': class '{name}' has no descriptions; add at least one")
         out[str(name)] = texts
     return out
+
+
+def load_hierarchy(path: str | Path) -> dict[str, list[str]] | None:
+    """Read a prompt file's optional ``hierarchy:`` (group name -> class names); None if it has none.
+
+    Raises:
+        ConfigError: If the mapping is malformed, a group is empty, a class is in two groups, or a class is not one
+            of the file's ``prompts:`` classes (each error names the file).
+    """
+    path = Path(path)
+    prompts = load_prompts(path)  # also checks the file exists and parses
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    spec = doc.get("hierarchy")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not spec:
+        raise ConfigError(f"prompt file '{path}': 'hierarchy:' must map group names to lists of class names")
+    out, seen = {}, {}
+    for group, members in spec.items():
+        members = [members] if isinstance(members, str) else members
+        if not isinstance(members, list) or not members:
+            raise ConfigError(f"prompt file '{path}': hierarchy group '{group}' needs a non-empty list of class names")
+        for name in map(str, members):
+            if name not in prompts:
+                raise ConfigError(
+                    f"prompt file '{path}': hierarchy group '{group}' names unknown class '{name}'; use the file's "
+                    f"prompt classes {list(prompts)}"
+                )
+            if name in seen:
+                raise ConfigError(f"prompt file '{path}': class '{name}' is in hierarchy groups '{seen[name]}' and '{group}'; keep it in one")
+            seen[name] = str(group)
+        out[str(group)] = [str(m) for m in members]
+    return out
+
+
+def hierarchy_groups(hierarchy: dict[str, list[str]], names: list[str]) -> list[int]:
+    """Group index per class of ``names`` (-1 for a class in no group), groups numbered in file order."""
+    index = {name: g for g, members in enumerate(hierarchy.values()) for name in members}
+    return [index.get(str(n), -1) for n in names]
 
 
 def prompts_for(names: list[str], prompts: dict[str, list[str]], source: str = "prompts") -> list[list[str]]:
