@@ -55,9 +55,9 @@ Every converter returns the summary dict: ``images`` written per split (tiles wh
 
 Modules: :mod:`.annotations` (raw formats -> :class:`Annotation`), :mod:`.classes` (class names, aliases, lookup),
 :mod:`.geometry` (boxes and tiles), :mod:`.sources` (finding raw files), :mod:`.samples` (cleaned boxes, splits),
-:mod:`.tally` (counts, summary, log), :mod:`.output` and :mod:`.writer` (the output tree), :mod:`.datasets` (the
-converters). Besides ``__all__``, the ``Box`` type and the ``SPLITS`` and ``IMAGE_SUFFIXES`` constants are importable
-from here.
+:mod:`.tally` (counts, summary, log), :mod:`.output` and :mod:`.writer` (the output tree), :mod:`.readers` (raw
+layouts -> samples), :mod:`.datasets` (the table of datasets and the converters made from it). Besides ``__all__``,
+the ``Box`` type and the ``SPLITS`` and ``IMAGE_SUFFIXES`` constants are importable from here.
 """
 
 from __future__ import annotations
