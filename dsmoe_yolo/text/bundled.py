@@ -12,17 +12,11 @@ Names match after normalisation (case, ``-``/``_``/space), so ``rolled-in scale`
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from dsmoe_yolo.text.prompts import load_prompts
+from dsmoe_yolo.text.prompts import load_prompts, normalise_name
 
-__all__ = ("match_bundled_prompts", "normalise_name")
-
-
-def normalise_name(name: str) -> str:
-    """Class name key for matching: lower case, runs of ``-``, ``_`` and spaces folded to one space."""
-    return re.sub(r"[\s_\-]+", " ", str(name)).strip().lower()
+__all__ = ("match_bundled_prompts",)
 
 
 def _bundled_files(folder: Path) -> list[tuple[Path, dict[str, list[str]]]]:

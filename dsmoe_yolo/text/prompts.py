@@ -100,10 +100,16 @@ def load_hierarchy(path: str | Path) -> dict[str, list[str]] | None:
     return out
 
 
+def normalise_name(name: str) -> str:
+    """Class name key for matching: lower case, runs of ``-``, ``_`` and spaces folded to one space."""
+    return re.sub(r"[\s_\-]+", " ", str(name)).strip().lower()
+
+
 def hierarchy_groups(hierarchy: dict[str, list[str]], names: list[str]) -> list[int]:
-    """Group index per class of ``names`` (-1 for a class in no group), groups numbered in file order."""
-    index = {name: g for g, members in enumerate(hierarchy.values()) for name in members}
-    return [index.get(str(n), -1) for n in names]
+    """Group index per class of ``names`` (-1 for a class in no group), groups numbered in file order; names match as
+    in the bundled-prompt lookup (``normalise_name``)."""
+    index = {normalise_name(name): g for g, members in enumerate(hierarchy.values()) for name in members}
+    return [index.get(normalise_name(n), -1) for n in names]
 
 
 def prompts_for(names: list[str], prompts: dict[str, list[str]], source: str = "prompts") -> list[list[str]]:
