@@ -244,9 +244,9 @@ def make_parse_model(stock_parse):
     from ultralytics.utils import LOGGER
 
     def parse_model(d, ch, verbose=True):
-        from dsmoe_yolo.nn import LAYERS as layers
-
         from ultralytics.nn import tasks
+
+        from dsmoe_yolo.nn import LAYERS as layers
 
         rows = [*d["backbone"], *d["head"]]
         ours = {i for i, r in enumerate(rows) if isinstance(r[2], str) and r[2] in layers}
