@@ -218,6 +218,21 @@ def test_checkpoint_needing_a_missing_class_is_one_clear_error(tmp_path):
         YOLO(str(path))
 
 
+def test_resuming_a_finished_dsmoe_checkpoint_starts_nothing(small_checkpoint):
+    """`yolo train resume model=<finished .pt>`: one line saying the training is finished. Before, Ultralytics' "not
+    resumable, starting new training" path met the default-data marker and trained 100 epochs on the synthetic set."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(small_checkpoint))
+
+    def started(trainer):
+        raise RuntimeError(f"a new training started on {trainer.args.data}")
+
+    model.add_callback("on_pretrain_routine_start", started)
+    with pytest.raises(ConfigError, match=r"nano\.pt training to .* epochs is finished, nothing to resume"):
+        model.train(resume=True)
+
+
 def test_missing_plugin_is_not_pip_installed(small_checkpoint):
     """With the plugin absent, Ultralytics would pip-install a package named after the module; YOLO_AUTOINSTALL=false stops it.
 

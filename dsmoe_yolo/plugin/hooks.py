@@ -89,7 +89,11 @@ def install_safe_load(tasks) -> None:
         _allow_encoder_classes()
         if str(weight).endswith(".pt") and Path(str(weight)).is_file():
             check_compatible(weight)
-        return stock(weight, *args, **kwargs)
+        ckpt, file = stock(weight, *args, **kwargs)
+        from dsmoe_yolo.plugin.runs import restore_train_args
+
+        restore_train_args(ckpt)
+        return ckpt, file
 
     torch_safe_load._dsmoe_hook, torch_safe_load.stock = "full", stock
     tasks.torch_safe_load = torch_safe_load
