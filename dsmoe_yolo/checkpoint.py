@@ -6,6 +6,10 @@ opcodes without running it:
 
 - a DS-MoE class the installed plugin lacks -> one error naming the classes and the upgrade command;
 - a checkpoint written by a newer plugin -> a warning (it may still load).
+
+After unpickling (``check_loaded``), a DS-MoE model must hold only finite parameters and buffers, and its class text
+must have been embedded for its class names; otherwise one error names the file and what is wrong (a damaged file
+loads silently in stock Ultralytics). Bit flips that leave values finite cannot be detected this way.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from dsmoe_yolo._version import __version__
 
-__all__ = ("inspect_checkpoint", "check_compatible", "CheckpointError")
+__all__ = ("inspect_checkpoint", "check_compatible", "check_loaded", "CheckpointError")
 
 
 class CheckpointError(RuntimeError):
@@ -107,3 +111,37 @@ def check_compatible(path: str | Path, log=None) -> dict:
             f"layers may behave differently. Upgrade: pip install -U 'dsmoe-yolo>={written}'"
         )
     return info
+
+
+def check_loaded(ckpt, path: str | Path) -> None:
+    """Raise ``CheckpointError`` if a loaded DS-MoE checkpoint holds NaN/Inf tensors or class text for other classes."""
+    import torch
+
+    from dsmoe_yolo.nn.base import YAMLLayer
+    from dsmoe_yolo.text.binding import class_texts
+
+    if not isinstance(ckpt, dict):
+        return
+    name = Path(str(path)).name
+    for key in ("ema", "model"):
+        model = ckpt.get(key)
+        if not isinstance(model, torch.nn.Module) or not any(isinstance(m, YAMLLayer) for m in model.modules()):
+            continue
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        bad = [n for n, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            raise CheckpointError(
+                f"{name} is damaged: '{key}' tensor {bad[0]}{more} holds NaN/Inf values; use another checkpoint "
+                f"(last.pt, best.pt or an epoch*.pt of the run) or train again"
+            )
+        names = getattr(model, "names", None)
+        names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names or [])
+        placeholder = names == [str(i) for i in range(len(names))]  # Ultralytics' names before any data was seen
+        for text in class_texts(model):
+            embedded = list(text.text_meta.get("names") or [])
+            if names and embedded and (len(text.embeddings) != len(names) or (embedded != names and not placeholder)):
+                raise CheckpointError(
+                    f"{name}: the class text was embedded for {embedded} ({len(text.embeddings)} rows) but the model's "
+                    f"classes are {names}; the file is damaged or was edited: use another checkpoint of the run"
+                )

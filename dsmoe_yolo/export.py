@@ -4,16 +4,21 @@ Ultralytics exports ONNX with the legacy TorchScript-based exporter (``torch.onn
 TensorRT engines from that ONNX. Two DS-MoE operations need help there:
 
 - ``torchvision::deform_conv2d`` (SpaceBroadcast) has no symbolic: it is mapped to ONNX ``DeformConv`` (opset 19+,
-  run by onnxruntime >= 1.20 and TensorRT >= 10). Lower opsets fail with a message asking for ``opset>=19``.
+  run by onnxruntime >= 1.20 and TensorRT >= 10.1, whose parser needs equal begin/end pads: ours are). Ultralytics
+  picks opset 18 when none is given: for a model with a SpaceBroadcast the plugin raises it to 19 (one info line) and
+  refuses an explicit ``opset`` below 19 in one line, before tracing (``prepare_export``).
 - geoopt's hyperbolic functions (HyperbolicAlign) use ``aten::isclose`` and TorchScript branches; while tracing the
   layers switch to the pure-torch mirror in ``dsmoe_yolo.nn.poincare`` instead, so nothing needs registering.
 
 The SparseMoE computes densely with a top-k mask while tracing (same output, static graph).
+
+``format=engine`` for a DS-MoE model on a machine without a CUDA GPU (or without the ``tensorrt`` package and with
+auto-install off) stops in one line saying so and how to build the engine elsewhere from the ONNX file.
 """
 
 from __future__ import annotations
 
-__all__ = ("register_onnx_symbolics", "on_export_start", "MIN_OPSET")
+__all__ = ("register_onnx_symbolics", "on_export_start", "prepare_export", "install_exporter", "MIN_OPSET")
 
 MIN_OPSET = 19
 _registered = False
@@ -63,3 +68,69 @@ def register_onnx_symbolics() -> None:
 def on_export_start(exporter) -> None:
     """Ultralytics callback: register symbolics before any DS-MoE model is exported."""
     register_onnx_symbolics()
+
+
+def needs_deform_conv(model) -> bool:
+    """True if ``model`` holds a layer exported as ONNX ``DeformConv`` (SpaceBroadcast)."""
+    from dsmoe_yolo.nn import SpaceBroadcast
+
+    return any(isinstance(m, SpaceBroadcast) for m in model.modules())
+
+
+def _opset_formats() -> set[str]:
+    from ultralytics.engine.exporter import export_formats
+
+    f = export_formats()
+    return {fmt for fmt, keys in zip(f["Argument"], f["Arguments"]) if "opset" in keys}
+
+
+def prepare_export(exporter, model) -> None:
+    """Before Ultralytics exports a DS-MoE ``model``: check ``format=engine`` can work here and set the ONNX opset.
+
+    Raises:
+        ConfigError: ``format=engine`` without a CUDA GPU (or without TensorRT and auto-install off), or an explicit
+            ``opset`` below 19 for a model with a deformable convolution.
+    """
+    from ultralytics.utils import AUTOINSTALL, LOGGER
+
+    from dsmoe_yolo.errors import ConfigError
+    from dsmoe_yolo.plugin.hooks import is_dsmoe_source
+
+    if not is_dsmoe_source(model):
+        return
+    args = exporter.args
+    fmt = str(args.format).lower()
+    fmt = "engine" if fmt in {"tensorrt", "trt"} else fmt
+    if fmt == "engine":
+        import importlib.util
+
+        import torch
+
+        build = f"export format=onnx here (opset {MIN_OPSET}) and build the engine on the GPU machine: trtexec --onnx=best.onnx --saveEngine=best.engine"
+        if not torch.cuda.is_available():
+            raise ConfigError(f"format=engine builds a TensorRT engine, which needs an NVIDIA GPU and none is visible here; {build}")
+        if importlib.util.find_spec("tensorrt") is None and not AUTOINSTALL:
+            raise ConfigError(f"format=engine needs the 'tensorrt' package (>= 10.1 for DeformConv), which is not installed and YOLO_AUTOINSTALL is off: pip install tensorrt, or {build}")
+    if not needs_deform_conv(model) or fmt not in _opset_formats():
+        return
+    if args.opset is None:
+        args.opset = MIN_OPSET
+        LOGGER.info(f"DS-MoE: ONNX opset {MIN_OPSET} (SpaceBroadcast's deformable convolution is ONNX DeformConv, which needs opset {MIN_OPSET})")
+    elif int(args.opset) < MIN_OPSET:
+        raise ConfigError(f"opset={args.opset}: DS-MoE's SpaceBroadcast exports as ONNX DeformConv, which needs opset>={MIN_OPSET}; pass opset={MIN_OPSET} or leave opset unset")
+
+
+def install_exporter(module) -> None:
+    """``Exporter.__call__``: run ``prepare_export`` first (stock models are left to stock code)."""
+    cls = module.Exporter
+    stock = cls.__call__
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def __call__(self, model=None, *args, **kwargs):
+        if model is not None:
+            prepare_export(self, model)
+        return stock(self, model, *args, **kwargs)
+
+    __call__._dsmoe_hook, __call__.stock = "full", stock
+    cls.__call__ = __call__

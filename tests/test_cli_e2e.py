@@ -6,6 +6,7 @@ One 1-epoch training run on the embedded synthetic set is shared by the tests th
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 from pathlib import Path
 
@@ -103,10 +104,18 @@ def test_val_cli(trained, workdir):
 
 
 def test_predict_cli(trained, workdir, val_image):
+    import cv2
+
     run, _ = trained
     before = _runs()
-    run_cli(f"yolo predict model={run / 'weights/best.pt'} source={val_image} imgsz=256 device=cpu", cwd=workdir)
-    assert (_new_run(before) / val_image.with_suffix(".jpg").name).is_file() or any(_new_run(before).iterdir())
+    run_cli(f"yolo predict model={run / 'weights/best.pt'} source={val_image} imgsz=256 device=cpu conf=0.001 save_txt=True save_conf=True", cwd=workdir)
+    out = _new_run(before)
+    drawn = cv2.imread(str(out / val_image.with_suffix(".jpg").name))  # the annotated copy of this very image
+    assert drawn is not None and drawn.shape == cv2.imread(str(val_image)).shape
+    rows = [[float(v) for v in line.split()] for line in (out / "labels" / f"{val_image.stem}.txt").read_text().splitlines()]
+    assert rows, "a trained model predicts boxes at conf=0.001"
+    for cls, *box, conf in rows:  # class id, normalised xywh, confidence
+        assert cls in range(6) and all(0 <= v <= 1 for v in box) and 0.001 <= conf <= 1
 
 
 @pytest.mark.parametrize("safe", ["0", "1"])
@@ -216,14 +225,45 @@ def test_corrupt_image_is_skipped_with_a_warning(workdir, tiny_data, tmp_path):
     _new_run(before)
 
 
-def test_paper_recipe_through_the_stock_cli(workdir, tiny_data):
-    import yaml
+PAPER_RECIPE_PROBE = """
+import json, math, sys
+from ultralytics.utils.callbacks import base
 
+def report(trainer):  # what the recipe did to the trainer, not what it echoed into args.yaml
+    def flat(t):
+        return [x for s in getattr(t, "transforms", [t]) for x in (flat(s) if hasattr(s, "transforms") else [s])]
+    steps = {type(x).__name__: getattr(x, "p", None) for x in flat(trainer.train_loader.dataset.transforms)}
+    opt = trainer.optimizer
+    e = trainer.epochs
+    print("RECIPE " + json.dumps({
+        "optimizer": type(opt).__name__, "lr0": opt.param_groups[0]["initial_lr"], "betas": opt.defaults.get("betas"),
+        "decay": max(g["weight_decay"] for g in opt.param_groups), "lf_quarter": trainer.lf(e / 4), "lrf": trainer.args.lrf,
+        "steps": steps, "imgsz": trainer.args.imgsz, "batch": trainer.batch_size,
+    }))
+
+base.default_callbacks["on_train_start"].append(report)
+sys.argv = ["yolo", *ARGV]
+from ultralytics.cfg import entrypoint
+entrypoint()
+"""
+
+
+def test_paper_recipe_through_the_stock_cli(workdir, tiny_data):
+    """`yolo train cfg=paper.yaml ...` through the stock CLI entry point: the trainer really uses Adam(lr 0.001, beta1
+    0.9, decay 0.001), a cosine schedule, no Mosaic, MixUp 0.5 and no random gamma (the paper's fixed gamma is applied by
+    the model, see test_recipe.py); CLI values override it."""
+    import json
+
+    argv = f"train cfg=paper.yaml model=dsmoe-yolov8n.yaml data={tiny_data} epochs=4 imgsz=64 batch=4 workers=0 device=cpu plots=False val=False fraction=0.5".split()
     before = _runs()
-    proc = run_cli(f"yolo train cfg=paper.yaml model=dsmoe-yolov8n.yaml data={tiny_data} epochs=1 imgsz=64 batch=4 workers=0 device=cpu plots=False", cwd=workdir)
-    run = _new_run(before)
-    args = yaml.safe_load((run / "args.yaml").read_text())
-    expected = {"optimizer": "Adam", "lr0": 0.001, "cos_lr": True, "weight_decay": 0.001, "momentum": 0.9, "seed": 42, "mosaic": 0.0, "mixup": 0.5, "gamma_mode": "preprocess", "gamma": 1.5, "gamma_gain": 1.0, "nbs": 8}
-    assert {k: args[k] for k in expected} == expected
-    assert args["imgsz"] == 64 and args["batch"] == 4, "command-line values override the recipe"
-    assert "Adam(lr=0.001, momentum=0.9)" in proc.stdout + proc.stderr
+    proc = run_python(PAPER_RECIPE_PROBE.replace("ARGV", repr(argv)), cwd=workdir)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    _new_run(before)
+    got = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RECIPE "))[7:])
+    assert got["optimizer"] == "Adam" and got["lr0"] == pytest.approx(0.001) and got["betas"][0] == pytest.approx(0.9)
+    assert got["decay"] == pytest.approx(0.001)
+    cosine = 1 + (got["lrf"] - 1) * (1 - math.cos(math.pi / 4)) / 2  # one_cycle at a quarter of training (linear: 1 + (lrf - 1) / 4)
+    assert got["lf_quarter"] == pytest.approx(cosine)
+    assert got["steps"]["Mosaic"] == 0.0 and got["steps"]["MixUp"] == 0.5
+    assert "GammaTransform" not in got["steps"]  # paper.yaml: gamma_mode preprocess, the fixed gamma rides on the model
+    assert got["imgsz"] == 64 and got["batch"] == 4, "command-line values override the recipe"

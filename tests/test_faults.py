@@ -218,6 +218,60 @@ def test_checkpoint_needing_a_missing_class_is_one_clear_error(tmp_path):
         YOLO(str(path))
 
 
+def _edited_copy(src: Path, dst: Path, edit) -> Path:
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    edit(ckpt["model"])
+    torch.save(ckpt, dst)
+    return dst
+
+
+def test_checkpoint_with_non_finite_weights_is_refused_at_load(small_checkpoint, tmp_path):
+    """A flipped exponent bit turns an fp16 weight into Inf/NaN; stock Ultralytics loads such a file silently."""
+    from ultralytics import YOLO
+
+    def flip(model):
+        next(model.model[11].parameters()).data.view(-1)[3] = float("inf")
+
+    bad = _edited_copy(small_checkpoint, tmp_path / "flipped.pt", flip)
+    with pytest.raises(CheckpointError, match=r"^flipped\.pt is damaged: 'model' tensor model\.11\..* holds NaN/Inf values; use another checkpoint"):
+        YOLO(str(bad))
+    YOLO(str(small_checkpoint))  # the intact file loads
+
+
+def test_checkpoint_whose_class_text_disagrees_with_its_names_is_refused(small_checkpoint, tmp_path):
+    from ultralytics import YOLO
+
+    def rename(model):
+        model.names = {i: n for i, n in enumerate(["a", "b", "c", "d", "e", "f"])}
+
+    bad = _edited_copy(small_checkpoint, tmp_path / "renamed.pt", rename)
+    with pytest.raises(CheckpointError, match=r"renamed\.pt: the class text was embedded for \['open'.* but the model's classes are \['a'"):
+        YOLO(str(bad))
+
+    def drop_row(model):
+        model.model[8].embeddings = model.model[8].embeddings[:5]
+        model.names = {i: n for i, n in enumerate(NAMES)}
+
+    bad = _edited_copy(small_checkpoint, tmp_path / "five.pt", drop_row)
+    with pytest.raises(CheckpointError, match=r"five\.pt: .*\(5 rows\)"):
+        YOLO(str(bad))
+
+
+def test_resuming_a_finished_dsmoe_checkpoint_starts_nothing(small_checkpoint):
+    """`yolo train resume model=<finished .pt>`: one line saying the training is finished. Before, Ultralytics' "not
+    resumable, starting new training" path met the default-data marker and trained 100 epochs on the synthetic set."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(small_checkpoint))
+
+    def started(trainer):
+        raise RuntimeError(f"a new training started on {trainer.args.data}")
+
+    model.add_callback("on_pretrain_routine_start", started)
+    with pytest.raises(ConfigError, match=r"nano\.pt training to .* epochs is finished, nothing to resume"):
+        model.train(resume=True)
+
+
 def test_missing_plugin_is_not_pip_installed(small_checkpoint):
     """With the plugin absent, Ultralytics would pip-install a package named after the module; YOLO_AUTOINSTALL=false stops it.
 

@@ -79,28 +79,59 @@ def test_fp32_island_under_autocast(dtype):
 
 
 def test_alignment_weights_prefer_the_nearest_anchor():
-    """A pixel whose tangent vector equals a class's anchor direction gets that class's largest weight."""
+    """Run the layer: at a low temperature each pixel's weights pick its nearest anchor, so its output is the Mobius
+    fusion of the pixel with that anchor; with the sign of the distance flipped it would fuse the farthest one."""
     layer = layer_with()
     with torch.no_grad():
         layer.visual.weight.zero_(), layer.visual.bias.zero_(), layer.text.bias.zero_()
         layer.text.weight.copy_(torch.eye(12, 8))
         layer.visual.weight[:8, :8, 0, 0] = torch.eye(8)
-    t = torch.eye(8)[:4] * 2
+        layer.log_tau.fill_(math.log(1e-2))  # near one-hot weights
+        layer.fusion_scale.fill_(1.0)
+    t = torch.eye(8)[:4] * 0.8
     f = torch.zeros(1, 16, 1, 4)
-    f[0, :8, 0, :] = t.T  # pixel j looks like class j
-    c = layer.curvature
-    z = ball.expmap0(layer.visual(f).flatten(2).transpose(1, 2), c)
-    anchors = ball.project(ball.expmap0(layer.text(t), c), c)
-    d = ball.dist(z[:, :, None, :], anchors[None, None], c)[0]
-    assert d.argmin(-1).tolist() == [0, 1, 2, 3]
+    f[0, :8, 0, :] = t.T * 0.9  # pixel j sits near class j's anchor
+    with torch.no_grad():
+        out = layer([f, t])[0, :, 0, :].T  # (4 pixels, 12)
+        c = layer.curvature
+        z = ball.project(ball.expmap0(ball.clamp_tangent(layer.visual(f).flatten(2).transpose(1, 2)[0], c), c), c)  # (4, 12)
+        anchors = ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t), c), c), c)  # (4, 12)
+        ctx = ball.project(ball.expmap0(ball.clamp_tangent(ball.logmap0(anchors, c), c), c), c)
+        fused_with = torch.stack([ball.logmap0(ball.project(ball.mobius_add(z, ctx[k].expand_as(z), c), c), c) for k in range(4)], 1)  # (pixel, k, 12)
+    err = (fused_with - out[:, None]).norm(dim=-1)  # (pixel, k)
+    assert err.argmin(-1).tolist() == [0, 1, 2, 3]
+    assert err.min(-1).values.max() < 1e-3 < err.max(-1).values.min()
 
 
 def test_hierarchy_loss_orders_parents_closer_to_origin():
+    """hyp_order is the hinge mean of d(0, a_parent) + margin - d(0, a_child); minimising it alone moves every parent
+    closer to the origin than each of its children (hierarchy: 0 root, 1 and 2 under 0, 3 under 1)."""
     layer = layer_with()
-    t = torch.randn(4, 8)
+    with torch.no_grad():
+        layer.text.weight.copy_(torch.eye(12, 8)), layer.text.bias.zero_()
+    t = torch.eye(8)[:4] * torch.tensor([[2.0], [1.0], [0.6], [0.3]])  # start inverted: the root is farthest out
+    parents = {1: 0, 2: 0, 3: 1}
+
+    def origin_distance():
+        c = layer.curvature
+        a = ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t), c), c), c)
+        return ball.dist(torch.zeros_like(a), a, c)
+
     layer([torch.randn(1, 16, 2, 2), t])
-    aux = aux_outputs(layer)
-    assert aux["hyp_order"] >= 0 and aux["hyp_angle"] >= 0
+    d0 = origin_distance().detach()
+    hinge = [max(float(d0[p] - d0[ch]) + layer.margin, 0.0) for ch, p in parents.items()]
+    assert aux_outputs(layer)["hyp_order"].item() == pytest.approx(sum(hinge) / 3, rel=1e-4) and min(hinge) > 0
+    opt = torch.optim.Adam(layer.text.parameters(), lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        layer([torch.randn(1, 16, 2, 2), t])
+        aux_outputs(layer)["hyp_order"].backward()
+        opt.step()
+    layer([torch.randn(1, 16, 2, 2), t])
+    assert aux_outputs(layer)["hyp_order"].item() == 0.0
+    d0 = origin_distance().detach()
+    for ch, p in parents.items():
+        assert d0[p] + layer.margin <= d0[ch] + 1e-4, (p, ch, d0.tolist())
     with pytest.raises(ValueError, match="hierarchy lists 4 entries but the model has 3 classes"):
         layer([torch.randn(1, 16, 2, 2), torch.randn(3, 8)])
 

@@ -109,6 +109,11 @@ def _yaml(**edits):
         ({"rows": {("backbone", 8, 3): [256, "nc", 384, 3]}}, r"row 8 \(ClassText\):.*divisible by heads=3"),
         ({"rows": {("head", 2, 0): [10, 10]}}, r"row 11 \(SparseMoE\): input 2 \(from 10\) must be the ClassText row"),
         ({"rows": {("head", 0, 0): [8, 7]}}, r"row 9 \(HyperbolicAlign\): input 1 \(from 8\) is the ClassText row"),
+        ({"rows": {("head", 2, 3): [512, {"experts": "eight"}]}}, r"row 11 \(SparseMoE\): 'experts' must be an integer, got 'eight'"),
+        ({"rows": {("head", 2, 3): [512, {"experts": 32, "top_k": 2.7}]}}, r"row 11 \(SparseMoE\): 'top_k' must be an integer or null, got 2.7"),
+        ({"rows": {("head", 0, 3): [256, {"curvature": "high"}]}}, r"row 9 \(HyperbolicAlign\): 'curvature' must be a number, got 'high'"),
+        ({"rows": {("head", 2, 2): "SparseMOE"}}, r"row 11: unknown layer 'SparseMOE'; did you mean SparseMoE\?$"),
+        ({"rows": {("head", 1, 2): "Conv2D"}}, r"row 10: unknown layer 'Conv2D'; did you mean Conv2"),
     ],
 )
 def test_bad_yaml_args_fail_at_build_with_one_clear_line(edits, pattern):
@@ -169,3 +174,27 @@ def test_p2_model_builds_detects_on_four_levels_and_trains_a_step():
     assert torch.isfinite(loss).all() and p2_weight.grad is not None and p2_weight.grad.abs().sum() > 0
     opt.step()
     assert not torch.equal(before, p2_weight.detach())
+
+
+def test_stock_yaml_typo_keeps_the_stock_error():
+    from ultralytics.nn.tasks import yaml_model_load
+
+    d = yaml_model_load("yolov8n.yaml")
+    d["backbone"][1][2] = "Convv"  # not like any DS-MoE layer: stock parse_model's own KeyError, as without the plugin
+    with pytest.raises(KeyError, match="Convv"):
+        build(d)
+    d["backbone"][1][2] = "SpaceBroadcst"  # like a DS-MoE layer: the plugin names it
+    with pytest.raises(ConfigError, match="unknown layer 'SpaceBroadcst'; did you mean SpaceBroadcast"):
+        build(d)
+
+
+def test_config_error_is_one_line_on_the_yolo_cli(tmp_path):
+    """The stock `yolo` command prints the plugin's ConfigError as one line (exit 1), without a traceback."""
+    from conftest import run_cli
+
+    text = BASE.read_text().replace("{experts: 32}", "{experts: eight}")
+    (tmp_path / "bad.yaml").write_text(text)
+    proc = run_cli("yolo train model=bad.yaml epochs=1 imgsz=64", cwd=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert "ConfigError: bad.yaml row 11 (SparseMoE): 'experts' must be an integer, got 'eight'" in out.splitlines()

@@ -20,6 +20,10 @@ byte-identical sets. Ultralytics runs :func:`generate` from the dataset YAML's `
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +34,7 @@ NAMES = ("open", "short", "mousebite", "spur", "spurious_copper", "pinhole")
 MASK = (40, 95, 35)  # BGR solder-mask green
 COPPER = (70, 165, 205)  # BGR copper / gold
 HOLE = (25, 45, 20)  # drilled hole / bare substrate
+SPEC_FILE = ".synth.json"  # the generation parameters, written last into the set
 
 
 class _Board:
@@ -163,31 +168,57 @@ def make_image(seed: int, index: int, size: int = 320, draw_size: int | None = N
 def generate(root: str | Path, n_train: int = 200, n_val: int = 50, size: int = 320, seed: int = 0, draw_size: int | None = None) -> Path:
     """Write the synthetic set under ``root`` (``images/{train,val}``, ``labels/{train,val}``); return ``root``.
 
-    Deterministic for a given ``(n_train, n_val, size, seed, draw_size)`` (``draw_size``: see ``make_image``). Writes into a temporary folder first and renames it,
-    so an interrupted run never leaves a half-written set that Ultralytics would accept.
+    Deterministic for a given ``(n_train, n_val, size, seed, draw_size)`` (``draw_size``: see ``make_image``), recorded
+    in ``root/.synth.json``. Safe for concurrent
+    writers (two trainings starting at once on a fresh ``datasets_dir``): each writes its own temporary folder next to
+    ``root`` and renames it into place; if another writer got there first with the same set, its copy is kept and this
+    one discarded. An interrupted run never leaves a half-written set that Ultralytics would accept.
     """
     root = Path(root)
     t0 = time.time()
-    tmp = root.with_name(root.name + ".partial")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    index = 0
-    for split, count in (("train", n_train), ("val", n_val)):
-        (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
-        (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for _ in range(count):
-            img, labels = make_image(seed, index, size, draw_size)
-            stem = f"board_{index:05d}"
-            cv2.imwrite(str(tmp / "images" / split / f"{stem}.png"), img)
-            lines = [f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for c, cx, cy, w, h in labels]
-            (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-            index += 1
-    if root.exists():
-        import shutil
-
-        shutil.rmtree(root)
-    tmp.rename(root)
+    spec = json.dumps({"n_train": n_train, "n_val": n_val, "size": size, "seed": seed, "draw_size": draw_size}, sort_keys=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the set is an ordinary folder
+        index = 0
+        for split, count in (("train", n_train), ("val", n_val)):
+            (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
+            (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
+            for _ in range(count):
+                img, labels = make_image(seed, index, size, draw_size)
+                stem = f"board_{index:05d}"
+                if not cv2.imwrite(str(tmp / "images" / split / f"{stem}.png"), img):
+                    raise OSError(f"dsmoe-synth: could not write {tmp / 'images' / split / stem}.png")
+                lines = [f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for c, cx, cy, w, h in labels]
+                (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+                index += 1
+        (tmp / SPEC_FILE).write_text(spec)
+        if not _install(tmp, root, spec):
+            print(f"dsmoe-synth: {root} was written by another process meanwhile; using it")
+            return root
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename; the partial folder otherwise
     print(f"dsmoe-synth: wrote {n_train} train + {n_val} val boards to {root} in {time.time() - t0:.1f}s")
     return root
+
+
+def _install(tmp: Path, root: Path, spec: str) -> bool:
+    """Rename the finished folder ``tmp`` to ``root``; return False if an identical set already sits there."""
+    for _ in range(5):
+        try:
+            os.rename(tmp, root)  # atomic; fails if root exists and is not empty
+            return True
+        except OSError:
+            if not root.exists():
+                raise
+        marker = root / SPEC_FILE
+        if marker.is_file() and marker.read_text() == spec:
+            return False  # a concurrent writer's identical set: keep it (it may already be in use)
+        aside = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+        try:
+            os.replace(root, aside / root.name)  # a different or older set: move it aside, then retry
+        except OSError:
+            pass  # someone else moved it meanwhile
+        shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"dsmoe-synth: could not move the generated set into {root}; delete {root} and try again")

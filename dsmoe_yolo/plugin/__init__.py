@@ -19,6 +19,9 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``DetectionModel.set_classes``              ``YOLO("best.pt").set_classes([...])`` for DS-MoE models only (``plugin.classes``)
 ``BaseModel.fuse``                          also folds BatchNorm inside DS-MoE layers (``fuse_inference``, ``plugin.fuse``)
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
+``trainer.save_model/strip_optimizer``      stock models' checkpoints carry no plugin train args (``plugin.runs``)
+``Model.train``                             ``resume`` of a finished DS-MoE checkpoint: one line, nothing started
+``Exporter.__call__``                       ONNX opset 19 for DeformConv; ``format=engine`` without GPU/TensorRT: one line
 default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics
 ==========================================  ==========================================================================
 """
@@ -56,7 +59,7 @@ def register() -> None:
             return
         from ultralytics.nn import tasks
 
-        from dsmoe_yolo.plugin import classes, fuse, hooks, internals, parse, resolve
+        from dsmoe_yolo.plugin import classes, fuse, hooks, internals, parse, resolve, runs
 
         internals.check_module(tasks)
         setattr(tasks, parse.PROBE_NAME, parse.ChannelProbe)
@@ -81,6 +84,7 @@ def register() -> None:
             internals.check_module(mod)
             if getattr(mod.yaml_model_load, "_dsmoe_hook", None) != "full":
                 mod.yaml_model_load = tasks.yaml_model_load
+            runs.install_resume_guard(mod)
 
         def data_utils(mod):
             internals.check_module(mod)
@@ -91,10 +95,24 @@ def register() -> None:
         _startup.after_import("ultralytics.data.utils", data_utils)
         _startup.after_import("ultralytics.data.dataset", hooks.install_transforms)
         _startup.after_import("ultralytics.models.yolo.detect.train", hooks.install_trainer)
+        _startup.after_import("ultralytics.engine.trainer", runs.install_trainer_saves)
+        _startup.after_import("ultralytics.engine.exporter", _install_exporter)
+        # A module mid-import when registration runs (engine.model is, under `from ultralytics import YOLO`) never gets
+        # its after-import callback: hook its classes again once a module importing it has finished.
+        _startup.after_import("ultralytics.models.yolo.model", lambda _: runs.install_resume_guard(sys.modules["ultralytics.engine.model"]))
+        _startup.after_import("ultralytics.models.yolo.detect.train", lambda _: runs.install_trainer_saves(sys.modules["ultralytics.engine.trainer"]))
         _done = True
         nn_module = sys.modules.get("dsmoe_yolo.nn")
         if nn_module is None or not getattr(nn_module.__spec__, "_initializing", False):
             expose_layers()  # else dsmoe_yolo.nn is mid-import (it triggered this); it calls expose_layers() at its end
+
+
+def _install_exporter(module) -> None:
+    from dsmoe_yolo.export import install_exporter
+    from dsmoe_yolo.plugin import internals
+
+    internals.check_module(module)
+    install_exporter(module)
 
 
 def expose_layers() -> None:

@@ -1,4 +1,4 @@
-"""Ultralytics configuration additions: the DS-MoE train args and the "no data= given" marker.
+"""Ultralytics configuration additions: the DS-MoE train args, the "no data= given" marker, one-line CLI errors.
 
 Installed as soon as ``ultralytics.cfg`` is imported (from the start-up hook), because the ``yolo`` command checks
 arguments and reads ``cfg=`` files before it imports any model code. Light: no torch import.
@@ -11,7 +11,7 @@ import yaml
 from dsmoe_yolo import _startup
 from dsmoe_yolo.plugin import internals
 
-__all__ = ("CONFIG_KEYS", "DEFAULT_DATA", "DefaultData", "install_config")
+__all__ = ("CONFIG_KEYS", "DEFAULT_DATA", "DefaultData", "install_config", "one_line_error")
 
 DEFAULT_DATA = "dsmoe-synth.yaml"
 # Train args added to Ultralytics' config (valid on the CLI and in cfg= files); inert at their defaults.
@@ -53,7 +53,41 @@ def install_config() -> None:
             if not isinstance(name, DefaultData):
                 cfg.TASK2DATA[task] = DefaultData(name)
         cfg._dsmoe_config = True
+        install_cli_errors(cfg)
 
     _startup.after_import("ultralytics.cfg", add)
+
+
+def one_line_error(exc: BaseException) -> BaseException | None:
+    """The plugin's own error behind ``exc`` (itself or an explicit ``raise ... from`` cause), or None."""
+    from dsmoe_yolo.checkpoint import CheckpointError
+    from dsmoe_yolo.errors import ConfigError
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, (ConfigError, CheckpointError)):
+            return exc
+        exc, seen = exc.__cause__, seen + 1
+    return None
+
+
+def install_cli_errors(cfg) -> None:
+    """``cfg.entrypoint`` (the ``yolo`` command): the plugin's ``ConfigError`` / ``CheckpointError`` print as one line
+    and exit 1 instead of a traceback; every other exception keeps its traceback."""
+    stock = cfg.entrypoint
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def entrypoint(*args, **kwargs):
+        try:
+            return stock(*args, **kwargs)
+        except Exception as e:
+            ours = one_line_error(e)
+            if ours is None:
+                raise
+            raise SystemExit(f"{type(ours).__name__}: {' '.join(str(ours).split())}") from None
+
+    entrypoint._dsmoe_hook, entrypoint.stock = "full", stock
+    cfg.entrypoint = entrypoint
 
 

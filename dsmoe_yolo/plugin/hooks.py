@@ -75,7 +75,8 @@ def allow_layer_classes() -> None:
 
 
 def install_safe_load(tasks) -> None:
-    """Wrap ``tasks.torch_safe_load``: allow TinyViT's classes (and ours) and check DS-MoE compatibility first.
+    """Wrap ``tasks.torch_safe_load``: allow TinyViT's classes (and ours), check DS-MoE compatibility first and the
+    loaded DS-MoE model afterwards (finite tensors, class text for its classes).
 
     TinyViT lives under ``ultralytics.models``, which is mid-import while the plugin registers, so its classes can
     only be allowed lazily, by the loader behind every checkpoint load.
@@ -85,14 +86,19 @@ def install_safe_load(tasks) -> None:
         return
 
     def torch_safe_load(weight, *args, **kwargs):
-        from dsmoe_yolo.checkpoint import check_compatible
+        from dsmoe_yolo.checkpoint import check_compatible, check_loaded
         from dsmoe_yolo.plugin import expose_layers
 
         expose_layers()
         _allow_encoder_classes()
         if str(weight).endswith(".pt") and Path(str(weight)).is_file():
             check_compatible(weight)
-        return stock(weight, *args, **kwargs)
+        ckpt, file = stock(weight, *args, **kwargs)
+        from dsmoe_yolo.plugin.runs import restore_train_args
+
+        restore_train_args(ckpt)
+        check_loaded(ckpt, file)
+        return ckpt, file
 
     torch_safe_load._dsmoe_hook, torch_safe_load.stock = "full", stock
     tasks.torch_safe_load = torch_safe_load

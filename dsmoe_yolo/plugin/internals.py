@@ -26,6 +26,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "ultralytics.utils.checks": ("check_file", "check_yaml"),
     "ultralytics.cfg": ("TASK2DATA", "CFG_FLOAT_KEYS", "CFG_FRACTION_KEYS", "CFG_STR_KEYS", "DEFAULT_CFG_DICT", "DEFAULT_CFG"),
     "ultralytics.engine.model": ("yaml_model_load", "Model.train"),
+    "ultralytics.engine.trainer": ("BaseTrainer.save_model", "strip_optimizer"),
+    "ultralytics.engine.exporter": ("Exporter.__call__", "export_formats"),
     "ultralytics.data.utils": ("check_file", "check_det_dataset"),
     "ultralytics.data.dataset": ("v8_transforms", "YOLODataset.build_transforms"),
     "ultralytics.data.augment": ("RandomHSV", "Compose"),

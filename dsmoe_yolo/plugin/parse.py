@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import difflib
 import inspect
 import logging
 import math
+import typing
 from copy import deepcopy
 from pathlib import Path
 
@@ -117,6 +119,17 @@ class _RowBuilder:
     def fail(self, why: str):
         raise ConfigError(f"{self.yaml_name} row {self.i} ({self.name}): {why}")
 
+    def check_types(self, arguments: dict, skip: int) -> None:
+        """Each YAML-given argument must match the constructor's annotation (``int``, ``float``, ``str``, list, None)."""
+        try:
+            hints = typing.get_type_hints(self.cls.__init__)
+        except Exception:  # an annotation that does not evaluate: nothing to check against
+            return
+        for key, value in list(arguments.items())[skip:]:
+            allowed = _allowed_types(hints.get(key))
+            if allowed and not any(_matches(value, t) for t in allowed):
+                self.fail(f"'{key}' must be {' or '.join(_TYPE_WORDS[t] for t in allowed)}, got {value!r}")
+
     def check_text_wiring(self, rows: list, layers: dict) -> None:
         """Inputs listed in ``text_inputs`` must come from a text node, the others must not."""
         if not self.cls.multi_input:
@@ -150,9 +163,10 @@ class _RowBuilder:
         elif self.n > 1 and self.cls.yaml_channels != "same":
             self.fail(f"n={self.n} repeats are only supported for channel-preserving layers")
         try:
-            inspect.signature(self.cls).bind(*args, **kwargs)
+            bound = inspect.signature(self.cls).bind(*args, **kwargs)
         except TypeError as e:
             self.fail(f"{e}; signature {self.name}{inspect.signature(self.cls)}")
+        self.check_types(bound.arguments, skip=2 if self.c2 is not None else 1)
         try:
             make = lambda: self.cls(*args, **kwargs)  # noqa: E731
             module = nn.Sequential(*(make() for _ in range(self.n))) if self.cls.yaml_channels == "same" and self.n > 1 else make()
@@ -162,6 +176,48 @@ class _RowBuilder:
             self.fail(str(e))
         printed = [*args, *([kwargs] if kwargs else [])]
         return module, printed
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", type(None): "null"}
+
+
+def _allowed_types(hint) -> tuple:
+    """The plain types an annotation allows (``int | None`` -> ``(int, NoneType)``); () if it is not that simple."""
+    if hint is None:
+        return ()
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+    plain = tuple(list if typing.get_origin(a) in (list, tuple) or a in (list, tuple) else a for a in args)
+    return plain if all(t in _TYPE_WORDS for t in plain) else ()
+
+
+def _matches(value, t) -> bool:
+    if t is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if t is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (list, tuple)) if t is list else isinstance(value, t)
+
+
+def check_layer_names(d: dict, rows: list, tasks, layers: dict, only_close_to_ours: bool) -> None:
+    """Raise ``ConfigError`` for a row naming a layer that neither the plugin nor Ultralytics defines.
+
+    Names with ``nn.`` / ``torchvision.ops.`` prefixes are left to stock code. With ``only_close_to_ours`` (a YAML with
+    no DS-MoE row), only a name resembling a DS-MoE layer is reported, so stock YAMLs keep stock errors.
+    """
+    stock = {n for n, o in vars(tasks).items() if isinstance(o, type) and issubclass(o, nn.Module) and not n.startswith("_")}
+    known = set(layers) | stock
+    layer_like = known - {n for n in stock if issubclass(getattr(tasks, n), tasks.BaseModel)}  # not whole models
+    lower = {n.lower(): n for n in layer_like}
+    for i, row in enumerate(rows):
+        name = row[2] if isinstance(row, (list, tuple)) and len(row) > 2 else None
+        if not isinstance(name, str) or "nn." in name or "torchvision.ops." in name or name in known:
+            continue
+        close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.7)]
+        if only_close_to_ours and not any(c in layers for c in close):
+            continue
+        yaml_name = Path(str(d.get("yaml_file", "model.yaml"))).name
+        hint = f"did you mean {' or '.join(close)}?" if close else f"DS-MoE layers are {', '.join(layers)}"
+        raise ConfigError(f"{yaml_name} row {i}: unknown layer '{name}'; {hint}")
 
 
 class _CaptureLog(logging.Filter):
@@ -188,10 +244,13 @@ def make_parse_model(stock_parse):
     from ultralytics.utils import LOGGER
 
     def parse_model(d, ch, verbose=True):
+        from ultralytics.nn import tasks
+
         from dsmoe_yolo.nn import LAYERS as layers
 
         rows = [*d["backbone"], *d["head"]]
         ours = {i for i, r in enumerate(rows) if isinstance(r[2], str) and r[2] in layers}
+        check_layer_names(d, rows, tasks, layers, only_close_to_ours=not ours)
         if not ours:
             return stock_parse(d, ch, verbose)
         depth, width, max_channels, scale = scaling(d)
