@@ -41,76 +41,28 @@ def autoload_enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-class _AfterImportFinder:
-    """Meta-path finder that wraps the loader of watched modules so callbacks run after the module executes.
+def _importhook():
+    """``dsmoe_yolo/importhook.py``: imported normally inside the package, else (start-up, the package not imported)
+    loaded by path beside this file, so interpreter start never imports ``dsmoe_yolo`` itself."""
+    if __package__ == "dsmoe_yolo":
+        from dsmoe_yolo import importhook
 
-    This file may be loaded twice (as ``dsmoe_yolo_startup_impl`` by the start-up stub and as ``dsmoe_yolo._startup``), so the
-    callback table lives on the one installed finder, found through its ``marker``, never in a module global.
-    """
+        return importhook
+    module = sys.modules.get("dsmoe_yolo_importhook_impl")
+    if module is None:
+        import importlib.util
 
-    marker = "dsmoe_yolo_after_import_finder"
-
-    def __init__(self):
-        self.callbacks: dict[str, list] = {}  # module name -> callables run right after it is imported
-        self.executed: set[str] = set()  # watched modules whose code has run (still "initialising" during callbacks)
-
-    def find_spec(self, fullname, path, target=None):  # noqa: D102
-        if fullname not in self.callbacks:
-            return None
-        for finder in sys.meta_path:
-            if getattr(finder, "marker", None) == self.marker or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _CallbackLoader(spec.loader, fullname, self)
-                return spec
-        return None
-
-
-class _CallbackLoader:
-    """Loader wrapper: delegate to the real loader, then run the callbacks watching this module."""
-
-    def __init__(self, loader, name, finder):
-        self.loader, self.name, self.finder = loader, name, finder
-
-    def create_module(self, spec):  # noqa: D102
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):  # noqa: D102
-        self.loader.exec_module(module)
-        self.finder.executed.add(self.name)
-        for fn in self.finder.callbacks.pop(self.name, []):  # callbacks may add callbacks for this module: they run now
-            fn(module)
-
-    def __getattr__(self, item):  # get_source, get_filename, ... for tracebacks and inspect
-        return getattr(self.loader, item)
-
-
-def _finder() -> _AfterImportFinder:
-    """Return the installed after-import finder, installing one first if there is none."""
-    for f in sys.meta_path:
-        if getattr(f, "marker", None) == _AfterImportFinder.marker:
-            return f
-    finder = _AfterImportFinder()
-    sys.meta_path.insert(0, finder)
-    return finder
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "importhook.py")
+        spec = importlib.util.spec_from_file_location("dsmoe_yolo_importhook_impl", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def after_import(name: str, fn) -> None:
-    """Run ``fn(module)`` once module ``name`` is imported: now if it already is, else right after its import.
-
-    A function already waiting for ``name`` under the same qualified name is not added twice (this file may run as two
-    modules, whose functions are distinct objects doing the same thing).
-    """
-    finder = _finder()
-    module = sys.modules.get(name)
-    initialising = getattr(getattr(module, "__spec__", None), "_initializing", False)
-    if module is not None and (not initialising or name in getattr(finder, "executed", ())):
-        fn(module)
-        return
-    waiting = finder.callbacks.setdefault(name, [])
-    if not any(getattr(f, "__qualname__", None) == getattr(fn, "__qualname__", "") for f in waiting):
-        waiting.append(fn)
+    """See ``importhook.after_import``."""
+    _importhook().after_import(name, fn)
 
 
 def _register(_module=None):

@@ -94,7 +94,7 @@ def prepare_export(exporter, model) -> None:
     from ultralytics.utils import AUTOINSTALL, LOGGER
 
     from dsmoe_yolo.errors import ConfigError
-    from dsmoe_yolo.plugin.hooks import is_dsmoe_source
+    from dsmoe_yolo.model_kind import is_dsmoe_source
 
     if not is_dsmoe_source(model):
         return

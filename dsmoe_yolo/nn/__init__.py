@@ -66,12 +66,3 @@ _SUBMODULES = (
 def submodules() -> list[ModuleType]:
     """The modules defining DS-MoE classes (for the weights-only allow-list)."""
     return [importlib.import_module(f"dsmoe_yolo.nn.{name}") for name in _SUBMODULES]
-
-
-def _expose():
-    from dsmoe_yolo import plugin
-
-    plugin.expose_layers()  # no-op unless the plugin registered while this package was being imported
-
-
-_expose()

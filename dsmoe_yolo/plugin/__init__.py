@@ -28,10 +28,9 @@ default callbacks                           encoder freezing by epoch, expert-us
 
 from __future__ import annotations
 
-import sys
 import threading
 
-from dsmoe_yolo import _startup
+from dsmoe_yolo.importhook import after_import
 
 __all__ = ("register", "is_registered", "expose_layers")
 
@@ -91,20 +90,16 @@ def register() -> None:
             if getattr(mod.check_file, "_dsmoe_hook", None) != "full":
                 mod.check_file = checks.check_file
 
-        _startup.after_import("ultralytics.engine.model", engine_model)
-        _startup.after_import("ultralytics.data.utils", data_utils)
-        _startup.after_import("ultralytics.data.dataset", hooks.install_transforms)
-        _startup.after_import("ultralytics.models.yolo.detect.train", hooks.install_trainer)
-        _startup.after_import("ultralytics.engine.trainer", runs.install_trainer_saves)
-        _startup.after_import("ultralytics.engine.exporter", _install_exporter)
-        # A module mid-import when registration runs (engine.model is, under `from ultralytics import YOLO`) never gets
-        # its after-import callback: hook its classes again once a module importing it has finished.
-        _startup.after_import("ultralytics.models.yolo.model", lambda _: runs.install_resume_guard(sys.modules["ultralytics.engine.model"]))
-        _startup.after_import("ultralytics.models.yolo.detect.train", lambda _: runs.install_trainer_saves(sys.modules["ultralytics.engine.trainer"]))
+        after_import("ultralytics.engine.model", engine_model)
+        after_import("ultralytics.data.utils", data_utils)
+        after_import("ultralytics.data.dataset", hooks.install_transforms)
+        after_import("ultralytics.models.yolo.detect.train", hooks.install_trainer)
+        after_import("ultralytics.engine.trainer", runs.install_trainer_saves)
+        after_import("ultralytics.engine.exporter", _install_exporter)
         _done = True
-        nn_module = sys.modules.get("dsmoe_yolo.nn")
-        if nn_module is None or not getattr(nn_module.__spec__, "_initializing", False):
-            expose_layers()  # else dsmoe_yolo.nn is mid-import (it triggered this); it calls expose_layers() at its end
+        # Registration often runs while dsmoe_yolo.nn itself is mid-import (its `import ultralytics.nn.modules` imports
+        # ultralytics.nn.tasks, which triggers registration): expose the layers once it has finished.
+        after_import("dsmoe_yolo.nn", lambda _: expose_layers())
 
 
 def _install_exporter(module) -> None:
@@ -119,7 +114,8 @@ def expose_layers() -> None:
     """Put every DS-MoE layer class into ``ultralytics.nn.tasks`` and the weights-only allow-list (idempotent).
 
     Separate from ``register()`` because registration can run while ``dsmoe_yolo.nn`` itself is being imported
-    (importing ``ultralytics.nn.modules`` imports ``ultralytics.nn.tasks``, which triggers registration).
+    (importing ``ultralytics.nn.modules`` imports ``ultralytics.nn.tasks``, which triggers registration); ``register``
+    schedules it for when ``dsmoe_yolo.nn`` has finished, and the model builder and checkpoint loader call it too.
     """
     global _exposed
     if _exposed or not _done:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import yaml
 
-from dsmoe_yolo import _startup
+from dsmoe_yolo.importhook import after_import
 from dsmoe_yolo.plugin import internals
 
 __all__ = ("CONFIG_KEYS", "DEFAULT_DATA", "DefaultData", "install_config", "one_line_error")
@@ -55,7 +55,7 @@ def install_config() -> None:
         cfg._dsmoe_config = True
         install_cli_errors(cfg)
 
-    _startup.after_import("ultralytics.cfg", add)
+    after_import("ultralytics.cfg", add)
 
 
 def one_line_error(exc: BaseException) -> BaseException | None:

@@ -247,6 +247,9 @@ def make_parse_model(stock_parse):
         from ultralytics.nn import tasks
 
         from dsmoe_yolo.nn import LAYERS as layers
+        from dsmoe_yolo.plugin import expose_layers
+
+        expose_layers()  # layer names in ultralytics.nn.tasks, safe globals (idempotent)
 
         rows = [*d["backbone"], *d["head"]]
         ours = {i for i, r in enumerate(rows) if isinstance(r[2], str) and r[2] in layers}

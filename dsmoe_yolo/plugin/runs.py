@@ -24,7 +24,7 @@ STASH = "dsmoe_train_args"
 
 
 def _is_stock(model) -> bool:
-    from dsmoe_yolo.plugin.hooks import is_dsmoe_source
+    from dsmoe_yolo.model_kind import is_dsmoe_source
 
     model = getattr(model, "module", model)  # DDP
     return model is not None and not is_dsmoe_source(model)
