@@ -114,6 +114,19 @@ def _install_guard(tasks):
     parse_model._dsmoe_hook = "guard"
     tasks.parse_model = parse_model
 
+    stock_load = tasks.torch_safe_load
+
+    def torch_safe_load(weight, *args, **kwargs):
+        try:
+            return stock_load(weight, *args, **kwargs)
+        except Exception:
+            if _is_dsmoe_checkpoint(weight):
+                raise RuntimeError(_off_message(f"'{weight}' is a DS-MoE checkpoint")) from None
+            raise
+
+    torch_safe_load._dsmoe_hook = "guard"
+    tasks.torch_safe_load = torch_safe_load
+
     checks = sys.modules["ultralytics.utils.checks"]
     stock_check_file = checks.check_file
 
@@ -127,6 +140,15 @@ def _install_guard(tasks):
 
     check_file._dsmoe_hook = "guard"
     checks.check_file = check_file
+
+
+def _is_dsmoe_checkpoint(weight) -> bool:
+    """True if the file ``weight`` pickles DS-MoE classes (looked for only after a load failed)."""
+    path = str(weight)
+    if not (path.endswith(".pt") and os.path.isfile(path)):
+        return False
+    with open(path, "rb") as f:
+        return b"dsmoe_yolo" in f.read()
 
 
 def _off_message(what: str) -> str:

@@ -134,3 +134,16 @@ def test_layer_classes_are_safe_globals():
 def test_assets_found_from_source_tree():
     assert (dsmoe_yolo.CFG_DIR / "models" / "dsmoe-yolov8.yaml").is_file()
     assert (dsmoe_yolo.DATASETS_DIR / "dsmoe-synth.yaml").is_file()
+
+
+def test_off_switch_with_safe_load_names_the_dsmoe_checkpoint(tmp_path):
+    """DSMOE_YOLO_AUTOLOAD=0 + ULTRALYTICS_SAFE_LOAD=1: the restricted unpickler refuses our classes before anything
+    imports the plugin; the error says in one line that the file is a DS-MoE checkpoint and how to switch it on."""
+    from ultralytics import YOLO
+
+    path = tmp_path / "lite.pt"
+    YOLO("dsmoe-lite-yolov8n.yaml").save(path)
+    proc = run_python(f"from ultralytics import YOLO; YOLO({str(path)!r})", env={"DSMOE_YOLO_AUTOLOAD": "0", "ULTRALYTICS_SAFE_LOAD": "1"})
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "is a DS-MoE checkpoint" in last and "DSMOE_YOLO_AUTOLOAD" in last, proc.stderr[-2000:]
