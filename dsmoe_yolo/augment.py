@@ -61,7 +61,11 @@ class GammaTransform:
             self.last_exponent = g
             lut = np.clip(self.gain * (np.arange(256) / 255.0) ** g * 255.0 + 0.5, 0, 255).astype(np.uint8)
             img = labels["img"]
-            labels["img"] = lut[img] if img.dtype == np.uint8 else np.clip(self.gain * (img / 255.0) ** g * 255.0, 0, 255).astype(img.dtype)
+            labels["img"] = (
+                lut[img]
+                if img.dtype == np.uint8
+                else np.clip(self.gain * (img / 255.0) ** g * 255.0, 0, 255).astype(img.dtype)
+            )
         return labels
 
     def __repr__(self) -> str:
@@ -85,7 +89,9 @@ def insert_gamma_transform(transforms, hyp):
 def _mode(hyp) -> str:
     mode = str(getattr(hyp, "gamma_mode", "augment") or "augment")
     if mode not in GAMMA_MODES:
-        raise ValueError(f"gamma_mode={mode!r} is unknown; use 'augment' (random, train only) or 'preprocess' (the paper's)")
+        raise ValueError(
+            f"gamma_mode={mode!r} is unknown; use 'augment' (random, train only) or 'preprocess' (the paper's)"
+        )
     return mode
 
 

@@ -76,7 +76,9 @@ def _onnx_ms(yaml_name: str, sizes: tuple[int, ...], runs: int, threads: int) ->
     with tempfile.TemporaryDirectory() as tmp:
         pt = Path(tmp) / Path(yaml_name).with_suffix(".pt").name
         YOLO(yaml_name).save(pt)
-        out = YOLO(str(pt)).export(format="onnx", opset=OPSET, imgsz=max(sizes), dynamic=True, simplify=False, device="cpu")
+        out = YOLO(str(pt)).export(
+            format="onnx", opset=OPSET, imgsz=max(sizes), dynamic=True, simplify=False, device="cpu"
+        )
         return [ort_latency(Path(out), s, runs, threads) for s in sizes]
 
 
@@ -124,11 +126,22 @@ def _one(yaml_name: str, runs: int, threads: int, onnx: bool) -> dict:
 
 
 COLUMNS = (
-    ("params_M", "params M", 2), ("gflops_640", "GFLOPs @640", 1), ("torch_640_ms", "PyTorch 640 ms", 0),
-    ("torch_224_ms", "PyTorch 224 ms", 1), ("ort_640_ms", "ORT 640 ms", 0), ("ort_224_ms", "ORT 224 ms", 1),
-    ("train_step_ms", "train step ms", 0), ("peak_rss_MB", "peak RSS MB", 0),
+    ("params_M", "params M", 2),
+    ("gflops_640", "GFLOPs @640", 1),
+    ("torch_640_ms", "PyTorch 640 ms", 0),
+    ("torch_224_ms", "PyTorch 224 ms", 1),
+    ("ort_640_ms", "ORT 640 ms", 0),
+    ("ort_224_ms", "ORT 224 ms", 1),
+    ("train_step_ms", "train step ms", 0),
+    ("peak_rss_MB", "peak RSS MB", 0),
 )
-RATIOS = (("torch_640_ms", "PyTorch 640"), ("torch_224_ms", "PyTorch 224"), ("ort_640_ms", "ORT 640"), ("ort_224_ms", "ORT 224"), ("train_step_ms", "train step"))
+RATIOS = (
+    ("torch_640_ms", "PyTorch 640"),
+    ("torch_224_ms", "PyTorch 224"),
+    ("ort_640_ms", "ORT 640"),
+    ("ort_224_ms", "ORT 224"),
+    ("train_step_ms", "train step"),
+)
 
 
 def _fmt(v, digits):
@@ -138,7 +151,10 @@ def _fmt(v, digits):
 def table(rows: list[dict]) -> str:
     """Markdown: one row per model, then the ratios against the same scale's YOLOv8."""
     head = "| model | " + " | ".join(c[1] for c in COLUMNS) + " |\n|---|" + "---:|" * len(COLUMNS)
-    lines = [head] + ["| " + r["model"].removesuffix(".yaml") + " | " + " | ".join(_fmt(r.get(k), d) for k, _, d in COLUMNS) + " |" for r in rows]
+    lines = [head] + [
+        "| " + r["model"].removesuffix(".yaml") + " | " + " | ".join(_fmt(r.get(k), d) for k, _, d in COLUMNS) + " |"
+        for r in rows
+    ]
     base = {r["model"].removeprefix("yolov8")[:1]: r for r in rows if r["model"].startswith("yolov8")}
     ratio_head = "\n\n| model | " + " | ".join(f"x YOLOv8 {n}" for _, n in RATIOS) + " |\n|---|" + "---:|" * len(RATIOS)
     ratio_lines = []
@@ -153,14 +169,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + ratio_head + "\n" + "\n".join(ratio_lines) + "".join(errors)
 
 
-def run(scales: str | list = "n,s", runs: int = 10, threads: int = 1, onnx: bool = True, models: str | list | None = None) -> list[dict]:
+def run(
+    scales: str | list = "n,s", runs: int = 10, threads: int = 1, onnx: bool = True, models: str | list | None = None
+) -> list[dict]:
     """Measure every model (``models``, or the three families at each of ``scales``), print the tables, return rows."""
     scale_list = scales.split(",") if isinstance(scales, str) else list(scales)
-    names = (models.split(",") if isinstance(models, str) else list(models)) if models else [f.format(s=s) for s in scale_list for f in FAMILIES]
+    names = (
+        (models.split(",") if isinstance(models, str) else list(models))
+        if models
+        else [f.format(s=s) for s in scale_list for f in FAMILIES]
+    )
     rows = []
     for name in names:
         print(f"bench-models: {name} ...", flush=True)
         rows.append(_one(name, int(runs), int(threads), bool(onnx)))
-    print(f"\nModels side by side, CPU, {threads} thread(s), median of {runs} (train step: median of {max(3, int(runs) // 2)})\n")
+    print(
+        f"\nModels side by side, CPU, {threads} thread(s), median of {runs} (train step: median of {max(3, int(runs) // 2)})\n"
+    )
     print(table(rows))
     return rows

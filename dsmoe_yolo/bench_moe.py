@@ -65,7 +65,15 @@ def _model_rows(models: list[str], imgsz: int, runs: int) -> list[tuple]:
     return rows
 
 
-def run(batch: int = 8, imgsz: int = 640, runs: int = 10, threads: int = 2, models: str | list = "n,s", experts: int = 32, top_k: int = 5) -> dict:
+def run(
+    batch: int = 8,
+    imgsz: int = 640,
+    runs: int = 10,
+    threads: int = 2,
+    models: str | list = "n,s",
+    experts: int = 32,
+    top_k: int = 5,
+) -> dict:
     """Print both tables (Markdown) and return them."""
     import dsmoe_yolo.plugin as plugin
 
@@ -73,7 +81,9 @@ def run(batch: int = 8, imgsz: int = 640, runs: int = 10, threads: int = 2, mode
     torch.set_num_threads(int(threads))
     scales = models.split(",") if isinstance(models, str) else list(models)
     moe = _moe_rows(int(batch), int(runs), int(experts), int(top_k))
-    print(f"\nSparseMoE, batch {batch}, visual 256 / text 128 at 20x20 (s model, 640 px), {threads} threads, median of {runs}")
+    print(
+        f"\nSparseMoE, batch {batch}, visual 256 / text 128 at 20x20 (s model, 640 px), {threads} threads, median of {runs}"
+    )
     print("| variant | ms | x dense |\n|---|---:|---:|")
     for name, ms, ratio in moe:
         print(f"| {name} | {ms:.1f} | {ratio:.2f} |")

@@ -26,8 +26,26 @@ COMMANDS = {
     "prompts": ("data", "model", "n", "out", "device", "max_new_tokens"),
     "embed": ("data", "prompts", "model", "out", "device", "cache"),
     "benchmark": (
-        "data", "models", "epochs", "imgsz", "batch", "seed", "device", "workers", "project", "name", "fraction",
-        "latency_runs", "optimizer", "lr0", "patience", "exist_ok", "onnx", "nbs", "seeds", "jobs",
+        "data",
+        "models",
+        "epochs",
+        "imgsz",
+        "batch",
+        "seed",
+        "device",
+        "workers",
+        "project",
+        "name",
+        "fraction",
+        "latency_runs",
+        "optimizer",
+        "lr0",
+        "patience",
+        "exist_ok",
+        "onnx",
+        "nbs",
+        "seeds",
+        "jobs",
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
     "bench-models": ("scales", "runs", "threads", "onnx", "models"),
@@ -45,7 +63,9 @@ def command_help(command: str) -> str:
     """Usage of one command: its line of the overview, its keys, and its module's description."""
     import importlib
 
-    usage = next((line.strip() for line in (__doc__ or "").splitlines() if line.strip().startswith(f"dsmoe {command} ")), "")
+    usage = next(
+        (line.strip() for line in (__doc__ or "").splitlines() if line.strip().startswith(f"dsmoe {command} ")), ""
+    )
     doc = importlib.import_module(HELP_MODULES[command]).__doc__ or ""
     return f"usage: {usage}\nkeys (key=value): {', '.join(COMMANDS[command])}\n\n{doc.strip()}\n"
 
@@ -85,10 +105,18 @@ def cmd_prompts(args: dict) -> Path:
     data = _data(args, "prompts")
     names = [str(data["names"][i]) for i in range(len(data["names"]))]
     model = str(args.get("model") or DEFAULT_LLM)
-    prompts, fallbacks = generate_prompts(names, model, n=int(args.get("n") or 4), device=args.get("device"), max_new_tokens=int(args.get("max_new_tokens") or 512))
+    prompts, fallbacks = generate_prompts(
+        names,
+        model,
+        n=int(args.get("n") or 4),
+        device=args.get("device"),
+        max_new_tokens=int(args.get("max_new_tokens") or 512),
+    )
     out = Path(args.get("out") or f"{Path(str(data.get('yaml_file', 'data'))).stem}_prompts.yaml")
     write_prompts(out, prompts, model, fallbacks)
-    print(f"dsmoe prompts: wrote {len(names)} classes to {out}{'; EDIT the template entries of ' + ', '.join(fallbacks) if fallbacks else ''}")
+    print(
+        f"dsmoe prompts: wrote {len(names)} classes to {out}{'; EDIT the template entries of ' + ', '.join(fallbacks) if fallbacks else ''}"
+    )
     print(f"  review it, then add 'prompts: {out.resolve()}' to your data YAML")
     return out
 
@@ -105,7 +133,9 @@ def cmd_embed(args: dict) -> Path:
     else:
         prompts, source = resolve_prompts(data, names, print)
     cache = args.get("cache", True) is not False
-    emb, meta = embed_classes(names, prompts, model=str(args.get("model") or "auto"), device=args.get("device"), cache=cache, log=print)
+    emb, meta = embed_classes(
+        names, prompts, model=str(args.get("model") or "auto"), device=args.get("device"), cache=cache, log=print
+    )
     out = Path(args.get("out") or f"{Path(str(data.get('yaml_file', 'data'))).stem}_embeddings.pt")
     save_embeddings_file(out, emb, {**meta, "source": source})
     print(f"dsmoe embed: {tuple(emb.shape)} class embeddings from {meta['encoder']} saved to {out}")

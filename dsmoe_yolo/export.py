@@ -24,7 +24,23 @@ MIN_OPSET = 19
 _registered = False
 
 
-def _deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, n_weight_grps, n_offset_grps, use_mask):
+def _deform_conv2d_symbolic(
+    g,
+    input,
+    weight,
+    offset,
+    mask,
+    bias,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    n_weight_grps,
+    n_offset_grps,
+    use_mask,
+):
     """``torchvision::deform_conv2d`` -> ONNX ``DeformConv`` (same offset layout: (N, 2*G*kh*kw, oh, ow), y before x)."""
     from torch.onnx import symbolic_helper as sh
 
@@ -108,16 +124,24 @@ def prepare_export(exporter, model) -> None:
 
         build = f"export format=onnx here (opset {MIN_OPSET}) and build the engine on the GPU machine: trtexec --onnx=best.onnx --saveEngine=best.engine"
         if not torch.cuda.is_available():
-            raise ConfigError(f"format=engine builds a TensorRT engine, which needs an NVIDIA GPU and none is visible here; {build}")
+            raise ConfigError(
+                f"format=engine builds a TensorRT engine, which needs an NVIDIA GPU and none is visible here; {build}"
+            )
         if importlib.util.find_spec("tensorrt") is None and not AUTOINSTALL:
-            raise ConfigError(f"format=engine needs the 'tensorrt' package (>= 10.1 for DeformConv), which is not installed and YOLO_AUTOINSTALL is off: pip install tensorrt, or {build}")
+            raise ConfigError(
+                f"format=engine needs the 'tensorrt' package (>= 10.1 for DeformConv), which is not installed and YOLO_AUTOINSTALL is off: pip install tensorrt, or {build}"
+            )
     if not needs_deform_conv(model) or fmt not in _opset_formats():
         return
     if args.opset is None:
         args.opset = MIN_OPSET
-        LOGGER.info(f"DS-MoE: ONNX opset {MIN_OPSET} (SpaceBroadcast's deformable convolution is ONNX DeformConv, which needs opset {MIN_OPSET})")
+        LOGGER.info(
+            f"DS-MoE: ONNX opset {MIN_OPSET} (SpaceBroadcast's deformable convolution is ONNX DeformConv, which needs opset {MIN_OPSET})"
+        )
     elif int(args.opset) < MIN_OPSET:
-        raise ConfigError(f"opset={args.opset}: DS-MoE's SpaceBroadcast exports as ONNX DeformConv, which needs opset>={MIN_OPSET}; pass opset={MIN_OPSET} or leave opset unset")
+        raise ConfigError(
+            f"opset={args.opset}: DS-MoE's SpaceBroadcast exports as ONNX DeformConv, which needs opset>={MIN_OPSET}; pass opset={MIN_OPSET} or leave opset unset"
+        )
 
 
 def install_exporter(module) -> None:

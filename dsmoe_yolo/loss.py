@@ -65,7 +65,17 @@ from ultralytics.utils.metrics import bbox_iou
 from dsmoe_yolo.errors import ConfigError
 from dsmoe_yolo.nn.base import YAMLLayer, pop_aux_outputs
 
-__all__ = ("QualityFocalLoss", "DSMoEDetectionLoss", "BCEIoUDetectionLoss", "IoUBboxLoss", "criterion_for", "loss_config", "cv_squared", "switch_balance", "ciou_loss")
+__all__ = (
+    "QualityFocalLoss",
+    "DSMoEDetectionLoss",
+    "BCEIoUDetectionLoss",
+    "IoUBboxLoss",
+    "criterion_for",
+    "loss_config",
+    "cv_squared",
+    "switch_balance",
+    "ciou_loss",
+)
 
 COMMON = {"moe": 0.01, "balance": "cv2", "align": 0.5, "hyp_angle": 0.0, "hyp_order": 0.03}  # reasons: module docstring
 LOSS_TYPES = {  # type -> its settings and their defaults
@@ -130,11 +140,15 @@ def loss_config(yaml: dict) -> dict | None:
     spec = {"type": spec} if isinstance(spec, str) else dict(spec)
     kind = spec.pop("type", None)
     if kind not in LOSS_TYPES:
-        raise ConfigError(f"model YAML 'loss: {kind}' is unknown; use one of {tuple(LOSS_TYPES)}, or remove the key for the stock loss")
+        raise ConfigError(
+            f"model YAML 'loss: {kind}' is unknown; use one of {tuple(LOSS_TYPES)}, or remove the key for the stock loss"
+        )
     defaults = LOSS_TYPES[kind]
     unknown = set(spec) - set(defaults)
     if unknown:
-        raise ConfigError(f"model YAML 'loss: {kind}' has unknown settings {sorted(unknown)}; valid: {sorted(defaults)}")
+        raise ConfigError(
+            f"model YAML 'loss: {kind}' has unknown settings {sorted(unknown)}; valid: {sorted(defaults)}"
+        )
     cfg = {"type": kind, **defaults, **spec}
     if cfg["balance"] not in ("cv2", "switch", "both"):
         raise ConfigError(f"loss balance '{cfg['balance']}' must be cv2, switch or both")
@@ -156,9 +170,30 @@ def criterion_for(model) -> DSMoEDetectionLoss | None:
 class IoUBboxLoss(BboxLoss):
     """Ultralytics' ``BboxLoss`` with plain IoU instead of CIoU: (1 - IoU) weighted by the TAL scores, plus DFL."""
 
-    def forward(self, pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum, fg_mask, imgsz, stride):
+    def forward(
+        self,
+        pred_dist,
+        pred_bboxes,
+        anchor_points,
+        target_bboxes,
+        target_scores,
+        target_scores_sum,
+        fg_mask,
+        imgsz,
+        stride,
+    ):
         """Return (IoU loss, DFL loss) as the stock ``BboxLoss`` does (same weighting and normalisation)."""
-        _, loss_dfl = super().forward(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum, fg_mask, imgsz, stride)
+        _, loss_dfl = super().forward(
+            pred_dist,
+            pred_bboxes,
+            anchor_points,
+            target_bboxes,
+            target_scores,
+            target_scores_sum,
+            fg_mask,
+            imgsz,
+            stride,
+        )
         fg = fg_mask.nonzero(as_tuple=True)
         weight = target_scores[fg].sum(-1, keepdim=True)
         iou = bbox_iou(pred_bboxes[fg], target_bboxes[fg], xywh=False)
@@ -171,7 +206,19 @@ class DSMoEDetectionLoss(v8DetectionLoss):
     Returns, like every Ultralytics criterion, ``(loss_vector * batch_size, {name: detached item})``.
     """
 
-    def __init__(self, model, alpha=0.25, gamma=1.5, cls_scale=16.0, moe=0.01, balance="cv2", align=0.5, hyp_angle=0.0, hyp_order=0.03, tal_topk=10):
+    def __init__(
+        self,
+        model,
+        alpha=0.25,
+        gamma=1.5,
+        cls_scale=16.0,
+        moe=0.01,
+        balance="cv2",
+        align=0.5,
+        hyp_angle=0.0,
+        hyp_order=0.03,
+        tal_topk=10,
+    ):
         super().__init__(model, tal_topk=tal_topk)
         # used element-wise by get_assigned_targets_and_loss on TAL soft targets; cls_scale stacks on the train arg cls
         self.bce = QualityFocalLoss(alpha, gamma, loss_weight=cls_scale)
@@ -218,7 +265,9 @@ class DSMoEDetectionLoss(v8DetectionLoss):
             terms["hyp_loss"] = hyp
         return {k: v.to(self.device).float().reshape(()) for k, v in terms.items()}
 
-    def loss(self, preds: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, preds: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Detection terms from the stock pipeline (with QFocal) plus the auxiliary terms."""
         batch_size = preds["boxes"].shape[0]
         _, det, items = self.get_assigned_targets_and_loss(preds, batch)
@@ -232,8 +281,19 @@ class BCEIoUDetectionLoss(DSMoEDetectionLoss):
     """Ablation rows A-E: per-class BCE (the stock term, x ``cls_scale``) + plain-IoU box + DFL + the same auxiliary
     terms as the full loss (module docstring)."""
 
-    def __init__(self, model, cls_scale=1.0, moe=0.01, balance="cv2", align=0.5, hyp_angle=0.0, hyp_order=0.03, tal_topk=10):
-        super().__init__(model, cls_scale=cls_scale, moe=moe, balance=balance, align=align, hyp_angle=hyp_angle, hyp_order=hyp_order, tal_topk=tal_topk)
+    def __init__(
+        self, model, cls_scale=1.0, moe=0.01, balance="cv2", align=0.5, hyp_angle=0.0, hyp_order=0.03, tal_topk=10
+    ):
+        super().__init__(
+            model,
+            cls_scale=cls_scale,
+            moe=moe,
+            balance=balance,
+            align=align,
+            hyp_angle=hyp_angle,
+            hyp_order=hyp_order,
+            tal_topk=tal_topk,
+        )
         self.bce = ScaledBCE(cls_scale)
         self.bbox_loss = IoUBboxLoss(self.bbox_loss.dfl_loss.reg_max if self.bbox_loss.dfl_loss else 1).to(self.device)
 

@@ -86,7 +86,11 @@ def on_val_batch_end(validator) -> None:
     logged = pop_routing()
     if not logged:
         return
-    names = validator.names if isinstance(getattr(validator, "names", None), dict) else dict(enumerate(getattr(validator, "names", []) or []))
+    names = (
+        validator.names
+        if isinstance(getattr(validator, "names", None), dict)
+        else dict(enumerate(getattr(validator, "names", []) or []))
+    )
     for module, batches in logged.items():
         indices = batches[-1].numpy()  # one forward per batch
         classes = _batch_classes(validator, len(indices))
@@ -95,7 +99,10 @@ def on_val_batch_end(validator) -> None:
         key = getattr(module, "i", id(module))
         if key not in _state["stats"]:
             kinds = [getattr(e, "kind", "?") for e in module.experts]
-            _state["stats"][key] = (RoutingStats([str(names[i]) for i in range(len(names))], len(module.experts), kinds), module.top_k)
+            _state["stats"][key] = (
+                RoutingStats([str(names[i]) for i in range(len(names))], len(module.experts), kinds),
+                module.top_k,
+            )
         _state["stats"][key][0].add(indices, classes)
 
 
@@ -132,7 +139,15 @@ def _plot(stats: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     layers = sorted(stats.items(), key=lambda kv: str(kv[0]))
-    fig, axes = plt.subplots(len(layers), 1, figsize=(max(8, 0.3 * layers[0][1][0].counts.shape[1] + 3), 1 + 0.45 * len(layers[0][1][0].names) * len(layers)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(layers),
+        1,
+        figsize=(
+            max(8, 0.3 * layers[0][1][0].counts.shape[1] + 3),
+            1 + 0.45 * len(layers[0][1][0].names) * len(layers),
+        ),
+        squeeze=False,
+    )
     for ax, (layer, (s, k)) in zip(axes[:, 0], layers):
         share = s.counts / np.maximum(s.class_images[:, None], 1)
         im = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=1)

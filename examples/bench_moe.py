@@ -1,7 +1,7 @@
 """Benchmark the sparse MoE (top-5 of 32 vs all 32 experts) and DS-MoE-n/s vs YOLOv8n/s on this CPU.
 
-    python examples/bench_moe.py            # same as: dsmoe bench-moe
-    python examples/bench_moe.py runs=20 threads=2 models=n,s
+python examples/bench_moe.py            # same as: dsmoe bench-moe
+python examples/bench_moe.py runs=20 threads=2 models=n,s
 """
 
 import sys

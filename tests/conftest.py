@@ -39,7 +39,11 @@ for var in ("DSMOE_YOLO_AUTOLOAD", "ULTRALYTICS_SAFE_LOAD"):
 
 _settings = {"runs_dir": SESSION / "runs", "datasets_dir": SESSION / "datasets", "weights_dir": SESSION / "weights"}
 subprocess.run(
-    [sys.executable, "-c", f"from ultralytics.utils import SETTINGS; SETTINGS.update({ {k: str(v) for k, v in _settings.items()} !r})"],
+    [
+        sys.executable,
+        "-c",
+        f"from ultralytics.utils import SETTINGS; SETTINGS.update({ {k: str(v) for k, v in _settings.items()}!r})",
+    ],
     check=True,
     capture_output=True,
 )
@@ -57,19 +61,34 @@ def user_env(extra: dict | None = None) -> dict:
     return {**env, **(extra or {})}
 
 
-def run_cli(args: list[str] | str, cwd: Path, env: dict | None = None, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str] | str, cwd: Path, env: dict | None = None, timeout: int = 900, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a console command (e.g. the stock ``yolo``) in a subprocess; on failure show its output tail."""
     args = args.split() if isinstance(args, str) else args
     exe = shutil.which(args[0], path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run([exe or args[0], *args[1:]], cwd=cwd, env=user_env(env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [exe or args[0], *args[1:]], cwd=cwd, env=user_env(env), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n--- output tail ---\n{(proc.stdout + proc.stderr)[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\n--- output tail ---\n{(proc.stdout + proc.stderr)[-6000:]}"
+        )
     return proc
 
 
-def run_python(code: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run Python code in a fresh interpreter (fresh imports, fresh plugin state)."""
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd or SESSION, env=user_env(env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd or SESSION,
+        env=user_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def shared_dataset(name: str) -> Path:
@@ -101,7 +120,15 @@ def tiny_data() -> Path:
     if not (root / "data.yaml").exists():
         generate(root, n_train=16, n_val=8, size=128, seed=1)
         (root / "data.yaml").write_text(
-            json.dumps({"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(NAMES)), "prompts": "dsmoe-synth.yaml"})
+            json.dumps(
+                {
+                    "path": str(root),
+                    "train": "images/train",
+                    "val": "images/val",
+                    "names": dict(enumerate(NAMES)),
+                    "prompts": "dsmoe-synth.yaml",
+                }
+            )
         )
     return root / "data.yaml"
 

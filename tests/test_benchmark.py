@@ -43,8 +43,14 @@ def one_thread():
 @pytest.mark.slow
 def test_benchmark_two_models_end_to_end(tiny_data, tmp_path, one_thread):
     result = run_benchmark(
-        data=str(tiny_data), models=",".join(MODELS), epochs=1, imgsz=64, batch=4, latency_runs=10,
-        project=str(tmp_path), name="b",
+        data=str(tiny_data),
+        models=",".join(MODELS),
+        epochs=1,
+        imgsz=64,
+        batch=4,
+        latency_runs=10,
+        project=str(tmp_path),
+        name="b",
     )
     run = tmp_path / "b"
     assert result["save_dir"] == run

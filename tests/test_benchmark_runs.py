@@ -37,15 +37,39 @@ from dsmoe_yolo.errors import ConfigError
 
 # The lead's hand-started run: `yolo train model=yolov8n.yaml data=... epochs=60 imgsz=224 batch=16 seed=0 ...`.
 LEAD = dict(
-    model="yolov8n.yaml", epochs=60, imgsz=224, batch=16, seed=0, deterministic=True, workers=0, device="cpu", nbs=64,
-    optimizer="auto", patience=100, fraction=1.0, exist_ok=True, plots=True,
+    model="yolov8n.yaml",
+    epochs=60,
+    imgsz=224,
+    batch=16,
+    seed=0,
+    deterministic=True,
+    workers=0,
+    device="cpu",
+    nbs=64,
+    optimizer="auto",
+    patience=100,
+    fraction=1.0,
+    exist_ok=True,
+    plots=True,
 )
 
 
 def requested(data: str, **kw) -> dict:
     """The train args ``run_benchmark`` requests for one run with the lead's settings."""
-    out = dict(data=data, epochs=60, imgsz=224, batch=16, device="cpu", workers=0, fraction=1.0, optimizer="auto",
-               patience=100, nbs=64, seed=0, deterministic=True)
+    out = dict(
+        data=data,
+        epochs=60,
+        imgsz=224,
+        batch=16,
+        device="cpu",
+        workers=0,
+        fraction=1.0,
+        optimizer="auto",
+        patience=100,
+        nbs=64,
+        seed=0,
+        deterministic=True,
+    )
     return {**out, **kw}
 
 
@@ -137,8 +161,14 @@ def test_recorded_args_of_the_leads_run_match_and_differences_are_named(tmp_path
     resumed = fake_run(tmp_path / "neu-det" / "yolov8s-seed0", str(data), model=str(folder / "weights" / "last.pt"))
     check_recorded_args(resumed, "yolov8s.yaml", requested(str(data)))  # a resumed run records its last.pt
     # ... and what optimizer=auto chose (BaseTrainer.build_optimizer writes it into the checkpoint's args)
-    auto = fake_run(tmp_path / "neu-det" / "lite-seed0", str(data), model=str(folder / "weights" / "last.pt"),
-                    resume=str(folder / "weights" / "last.pt"), optimizer="AdamW", lr0=0.001)
+    auto = fake_run(
+        tmp_path / "neu-det" / "lite-seed0",
+        str(data),
+        model=str(folder / "weights" / "last.pt"),
+        resume=str(folder / "weights" / "last.pt"),
+        optimizer="AdamW",
+        lr0=0.001,
+    )
     check_recorded_args(auto, "lite.yaml", requested(str(data)))
     with pytest.raises(ConfigError, match="optimizer: recorded 'AdamW', requested 'SGD'"):
         check_recorded_args(auto, "lite.yaml", requested(str(data), optimizer="SGD", lr0=0.001))
@@ -161,8 +191,16 @@ def test_results_csv_rows_and_wall_time_per_epoch_across_a_resume(tmp_path):
 
 
 def test_training_folders_are_found_on_command_lines(tmp_path):
-    lead = ["/work/venv/bin/python", "/work/venv/bin/yolo", "train", "model=yolov8n.yaml", "seed=0",
-            "project=/work/campaign/neu-det", "name=yolov8n-seed0", "exist_ok=True"]
+    lead = [
+        "/work/venv/bin/python",
+        "/work/venv/bin/yolo",
+        "train",
+        "model=yolov8n.yaml",
+        "seed=0",
+        "project=/work/campaign/neu-det",
+        "name=yolov8n-seed0",
+        "exist_ok=True",
+    ]
     assert train_dirs_in_argv(lead, Path("/")) == {Path("/work/campaign/neu-det/yolov8n-seed0")}
     relative = ["yolo", "train", "project=campaign/neu-det", "name=lite-seed1"]
     assert train_dirs_in_argv(relative, Path("/home/u")) == {Path("/home/u/campaign/neu-det/lite-seed1")}
@@ -176,13 +214,30 @@ def test_training_folders_are_found_on_command_lines(tmp_path):
 def test_worker_arguments_round_trip():
     from dsmoe_yolo.benchmark.train import _parse
 
-    args = {"data": "/d/data.yaml", "epochs": 60, "imgsz": 224, "batch": 16, "device": "cpu", "workers": 0,
-            "fraction": 1.0, "optimizer": "auto", "patience": 100, "nbs": 64, "seed": 1, "lr0": 0.005}
+    args = {
+        "data": "/d/data.yaml",
+        "epochs": 60,
+        "imgsz": 224,
+        "batch": 16,
+        "device": "cpu",
+        "workers": 0,
+        "fraction": 1.0,
+        "optimizer": "auto",
+        "patience": 100,
+        "nbs": 64,
+        "seed": 1,
+        "lr0": 0.005,
+    }
     cmd = worker_command("dsmoe-lite-yolov8n.yaml", Path("/c/neu-det/dsmoe-lite-yolov8n-seed1"), args, True)
     assert cmd[1:3] == ["-m", "dsmoe_yolo.benchmark.train"]
     parsed = _parse(cmd[3:])
-    assert parsed == {"model": "dsmoe-lite-yolov8n.yaml", "project": "/c/neu-det", "name": "dsmoe-lite-yolov8n-seed1",
-                      "resume": True, **args}
+    assert parsed == {
+        "model": "dsmoe-lite-yolov8n.yaml",
+        "project": "/c/neu-det",
+        "name": "dsmoe-lite-yolov8n-seed1",
+        "resume": True,
+        **args,
+    }
     assert "device" not in _parse(worker_command("m.yaml", Path("/c/r/m-seed0"), {**args, "device": None}, False)[3:])
 
 
@@ -190,7 +245,14 @@ def test_worker_arguments_round_trip():
 def test_a_live_training_process_is_detected(tmp_path):
     folder = tmp_path / "neu-det" / "yolov8n-seed0"
     p = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "train", f"project={folder.parent}", f"name={folder.name}"]
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(60)",
+            "train",
+            f"project={folder.parent}",
+            f"name={folder.name}",
+        ]
     )
     try:
         deadline = time.time() + 10
@@ -276,8 +338,9 @@ def test_seeds_and_jobs_arguments():
     with pytest.raises(ConfigError, match="jobs=0"):
         check_args(**base, seed=0, seeds=None, jobs=0)
     runs = make_runs(["m/yolov8n.yaml", "x/yolov8n.yaml"], [0, 1], Path("/r"))
-    assert [r.dir for r in runs] == [Path(p) for p in ("/r/yolov8n-seed0", "/r/yolov8n-2-seed0",
-                                                       "/r/yolov8n-seed1", "/r/yolov8n-2-seed1")]
+    assert [r.dir for r in runs] == [
+        Path(p) for p in ("/r/yolov8n-seed0", "/r/yolov8n-2-seed0", "/r/yolov8n-seed1", "/r/yolov8n-2-seed1")
+    ]
 
 
 def test_mean_and_sample_std_over_seeds_and_per_class_means():
@@ -285,10 +348,28 @@ def test_mean_and_sample_std_over_seeds_and_per_class_means():
     mean, std = mean_std([0.2, 0.4, 0.3])
     assert math.isclose(mean, 0.3) and math.isclose(std, 0.1)  # sample std (n - 1)
     runs = [
-        {"model": "a", "seed": 0, "status": "ok", "mAP50": 0.5, "mAP50-95": 0.2, "P": 0.6, "R": 0.4, "epochs": 60,
-         "s_per_epoch": 50.0},
-        {"model": "a", "seed": 1, "status": "ok", "mAP50": 0.7, "mAP50-95": 0.4, "P": 0.6, "R": 0.5, "epochs": 40,
-         "s_per_epoch": 70.0},
+        {
+            "model": "a",
+            "seed": 0,
+            "status": "ok",
+            "mAP50": 0.5,
+            "mAP50-95": 0.2,
+            "P": 0.6,
+            "R": 0.4,
+            "epochs": 60,
+            "s_per_epoch": 50.0,
+        },
+        {
+            "model": "a",
+            "seed": 1,
+            "status": "ok",
+            "mAP50": 0.7,
+            "mAP50-95": 0.4,
+            "P": 0.6,
+            "R": 0.5,
+            "epochs": 40,
+            "s_per_epoch": 70.0,
+        },
         {"model": "a", "seed": 2, "status": "failed: train: killed", "mAP50": None},
         {"model": "b", "seed": 0, "status": "failed: train: no such file"},
     ]
@@ -313,16 +394,44 @@ def test_mean_and_sample_std_over_seeds_and_per_class_means():
 
 def test_report_shows_mean_std_per_model_and_one_csv_row_per_seed(tmp_path):
     runs = [
-        {"model": "a.yaml", "seed": 0, "status": "ok", "mAP50": 0.5, "mAP50-95": 0.2, "P": 0.6, "R": 0.4,
-         "epochs": 60, "s_per_epoch": 50.0, "dir": "/r/a-seed0"},
-        {"model": "a.yaml", "seed": 1, "status": "ok", "mAP50": 0.7, "mAP50-95": 0.4, "P": 0.6, "R": 0.5,
-         "epochs": 60, "s_per_epoch": 70.0, "dir": "/r/a-seed1"},
+        {
+            "model": "a.yaml",
+            "seed": 0,
+            "status": "ok",
+            "mAP50": 0.5,
+            "mAP50-95": 0.2,
+            "P": 0.6,
+            "R": 0.4,
+            "epochs": 60,
+            "s_per_epoch": 50.0,
+            "dir": "/r/a-seed0",
+        },
+        {
+            "model": "a.yaml",
+            "seed": 1,
+            "status": "ok",
+            "mAP50": 0.7,
+            "mAP50-95": 0.4,
+            "P": 0.6,
+            "R": 0.5,
+            "epochs": 60,
+            "s_per_epoch": 70.0,
+            "dir": "/r/a-seed1",
+        },
     ]
-    rows = model_rows(["a.yaml"], runs, {"a.yaml": {"params_M": 3.01, "GFLOPs": 2.0, "latency_torch_ms": 15.3,
-                                                   "seed": 0}})
-    classes = [{"model": "a.yaml", "seed": s, "class_id": 0, "class": "crazing", "AP50": 0.5, "AP50-95": ap}
-               for s, ap in ((0, 0.1), (1, 0.3))]
-    cfg = {"train": {"data": "d.yaml", "epochs": 60, "imgsz": 224}, "seeds": [0, 1], "latency_runs": 10, "command": "dsmoe x"}
+    rows = model_rows(
+        ["a.yaml"], runs, {"a.yaml": {"params_M": 3.01, "GFLOPs": 2.0, "latency_torch_ms": 15.3, "seed": 0}}
+    )
+    classes = [
+        {"model": "a.yaml", "seed": s, "class_id": 0, "class": "crazing", "AP50": 0.5, "AP50-95": ap}
+        for s, ap in ((0, 0.1), (1, 0.3))
+    ]
+    cfg = {
+        "train": {"data": "d.yaml", "epochs": 60, "imgsz": 224},
+        "seeds": [0, 1],
+        "latency_runs": 10,
+        "command": "dsmoe x",
+    }
     out = write_outputs(tmp_path, rows, runs, classes, {"names": {0: "crazing"}}, cfg, 1, tmp_path / "benchmark.png")
     md = out["markdown"].read_text()
     assert "| a.yaml | 3.01 | 2.000 | - | 15.3 | - | 0.600 ± 0.141 | 0.300 ± 0.141 | 0.600 ± 0.000 |" in md
@@ -332,7 +441,9 @@ def test_report_shows_mean_std_per_model_and_one_csv_row_per_seed(tmp_path):
     with open(out["csv"], newline="") as f:
         table = list(csv.DictReader(f))
     assert [(r["model"], r["seed"], r["mAP50"], r["params M"]) for r in table] == [
-        ("a.yaml", "0", "0.5", "3.01"), ("a.yaml", "1", "0.7", "3.01")]
+        ("a.yaml", "0", "0.5", "3.01"),
+        ("a.yaml", "1", "0.7", "3.01"),
+    ]
     with open(out["per_class_csv"], newline="") as f:
         assert [(r["seed"], r["AP50-95"]) for r in csv.DictReader(f)] == [("0", "0.1"), ("1", "0.3")]
 
@@ -355,8 +466,18 @@ def test_existing_run_with_other_settings_stops_before_training(tiny_data, tmp_p
     monkeypatch.setattr("ultralytics.engine.model.Model.train", boom)
     fake_run(tmp_path / "c" / "yolov8n-seed1", str(tiny_data), epoch=3, epochs=60, imgsz=224, batch=16, seed=1)
     with pytest.raises(ConfigError) as e:
-        run_benchmark(data=str(tiny_data), models="yolov8n.yaml", seeds="0,1", epochs=60, imgsz=224, batch=8,
-                      project=str(tmp_path), name="c", exist_ok=True, onnx=False)
+        run_benchmark(
+            data=str(tiny_data),
+            models="yolov8n.yaml",
+            seeds="0,1",
+            epochs=60,
+            imgsz=224,
+            batch=8,
+            project=str(tmp_path),
+            name="c",
+            exist_ok=True,
+            onnx=False,
+        )
     assert str(tmp_path / "c" / "yolov8n-seed1") in str(e.value) and "batch: recorded 16, requested 8" in str(e.value)
     assert not (tmp_path / "c" / "yolov8n-seed0").exists()
 
@@ -371,12 +492,35 @@ def test_hand_started_runs_are_picked_up_finished_skipped_interrupted_resumed(ti
     from dsmoe_yolo.cli import main
 
     run_dir = tmp_path / "neu-det"
-    settings = dict(data=str(tiny_data), epochs=2, imgsz=64, batch=4, deterministic=True, workers=0, device="cpu",
-                    nbs=64, optimizer="auto", patience=100, fraction=1.0, project=str(run_dir), exist_ok=True,
-                    plots=True)
+    settings = dict(
+        data=str(tiny_data),
+        epochs=2,
+        imgsz=64,
+        batch=4,
+        deterministic=True,
+        workers=0,
+        device="cpu",
+        nbs=64,
+        optimizer="auto",
+        patience=100,
+        fraction=1.0,
+        project=str(run_dir),
+        exist_ok=True,
+        plots=True,
+    )
     yolo = [sys.executable, "-c", "from ultralytics.cfg import entrypoint; entrypoint()"]
-    cmd = [*yolo, "train", "model=yolov8n.yaml", "seed=0", "name=yolov8n-seed0", *(f"{k}={v}" for k, v in settings.items())]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        *yolo,
+        "train",
+        "model=yolov8n.yaml",
+        "seed=0",
+        "name=yolov8n-seed0",
+        *(f"{k}={v}" for k, v in settings.items()),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
     seed0, seed1 = run_dir / "yolov8n-seed0", run_dir / "yolov8n-seed1"
     assert run_state(seed0) == ("done", "final checkpoint")
@@ -391,8 +535,25 @@ def test_hand_started_runs_are_picked_up_finished_skipped_interrupted_resumed(ti
         model.train(**settings, seed=1, name="yolov8n-seed1")
     assert run_state(seed1) == ("resume", "epoch 1 of 2 saved")
 
-    assert main(["benchmark", f"data={tiny_data}", "models=yolov8n.yaml", "seeds=0,1", "epochs=2", "imgsz=64",
-                 "batch=4", f"project={tmp_path}", "name=neu-det", "exist_ok=True", "jobs=2", "onnx=False"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                f"data={tiny_data}",
+                "models=yolov8n.yaml",
+                "seeds=0,1",
+                "epochs=2",
+                "imgsz=64",
+                "batch=4",
+                f"project={tmp_path}",
+                "name=neu-det",
+                "exist_ok=True",
+                "jobs=2",
+                "onnx=False",
+            ]
+        )
+        == 0
+    )
     assert (seed0 / "weights" / "last.pt").stat().st_mtime_ns == finished  # not trained again
     assert run_state(seed1)[0] == "done" and [r["epoch"] for r in read_results(seed1)] == [1, 2]
     assert "Resuming training" in (run_dir / "logs" / "yolov8n-seed1.log").read_text()
@@ -400,11 +561,23 @@ def test_hand_started_runs_are_picked_up_finished_skipped_interrupted_resumed(ti
     with open(run_dir / "benchmark.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["model"], r["seed"], r["status"], r["epochs"]) for r in rows] == [
-        ("yolov8n.yaml", "0", "ok", "2"), ("yolov8n.yaml", "1", "ok", "2")]
+        ("yolov8n.yaml", "0", "ok", "2"),
+        ("yolov8n.yaml", "1", "ok", "2"),
+    ]
     assert "| yolov8n.yaml |" in (run_dir / "benchmark.md").read_text() and (run_dir / "benchmark.png").is_file()
     with pytest.raises(ConfigError, match="epochs: recorded 2, requested 3"):
-        run_benchmark(data=str(tiny_data), models="yolov8n.yaml", seeds="0,1", epochs=3, imgsz=64, batch=4,
-                      project=str(tmp_path), name="neu-det", exist_ok=True, onnx=False)
+        run_benchmark(
+            data=str(tiny_data),
+            models="yolov8n.yaml",
+            seeds="0,1",
+            epochs=3,
+            imgsz=64,
+            batch=4,
+            project=str(tmp_path),
+            name="neu-det",
+            exist_ok=True,
+            onnx=False,
+        )
 
 
 @pytest.mark.slow
@@ -428,7 +601,14 @@ def test_gpu_protocol_script_parses_and_names_the_protocol():
     script = Path(__file__).parents[1] / "examples" / "gpu_protocol.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    for needle in ("dsmoe-yolov8s.yaml,dsmoe-lite-yolov8s.yaml,yolov8s.yaml", "IMGSZ=${IMGSZ:-640}", "EPOCHS=${EPOCHS:-",
-                   "dsmoe embed data=gpu/deeppcb/data.yaml", "embeddings: embeddings.pt", 'timeout "$BUDGET_S"',
-                   "jobs=3", '"$OUT/'):
+    for needle in (
+        "dsmoe-yolov8s.yaml,dsmoe-lite-yolov8s.yaml,yolov8s.yaml",
+        "IMGSZ=${IMGSZ:-640}",
+        "EPOCHS=${EPOCHS:-",
+        "dsmoe embed data=gpu/deeppcb/data.yaml",
+        "embeddings: embeddings.pt",
+        'timeout "$BUDGET_S"',
+        "jobs=3",
+        '"$OUT/',
+    ):
         assert needle in text, needle

@@ -54,11 +54,30 @@ def val_image():
 
 def test_train_produces_the_usual_run_folder(trained):
     run, log = trained
-    for name in ("weights/best.pt", "weights/last.pt", "results.csv", "results.png", "labels.jpg", "args.yaml", "confusion_matrix.png", "train_batch0.jpg", "val_batch0_pred.jpg", "expert_usage.png", "expert_usage.csv"):
+    for name in (
+        "weights/best.pt",
+        "weights/last.pt",
+        "results.csv",
+        "results.png",
+        "labels.jpg",
+        "args.yaml",
+        "confusion_matrix.png",
+        "train_batch0.jpg",
+        "val_batch0_pred.jpg",
+        "expert_usage.png",
+        "expert_usage.csv",
+    ):
         assert (run / name).is_file(), f"missing {name} in {run}"
     header = next(csv.reader(open(run / "results.csv")))
     header = [h.strip() for h in header]
-    for col in ("train/box_loss", "train/cls_loss", "train/dfl_loss", "train/moe_loss", "val/moe_loss", "metrics/mAP50-95(B)"):
+    for col in (
+        "train/box_loss",
+        "train/cls_loss",
+        "train/dfl_loss",
+        "train/moe_loss",
+        "val/moe_loss",
+        "metrics/mAP50-95(B)",
+    ):
         assert col in header, f"{col} not in results.csv columns {header}"
     assert "moe_loss" in log  # progress-bar column
     assert "DS-MoE routing, layer 11" in log
@@ -94,7 +113,10 @@ def test_checkpoint_carries_class_text(trained):
 def test_val_cli(trained, workdir):
     run, _ = trained
     before = _runs()
-    proc = run_cli(f"yolo val model={run / 'weights/best.pt'} data=dsmoe-synth.yaml imgsz=256 batch=8 workers=0 device=cpu", cwd=workdir)
+    proc = run_cli(
+        f"yolo val model={run / 'weights/best.pt'} data=dsmoe-synth.yaml imgsz=256 batch=8 workers=0 device=cpu",
+        cwd=workdir,
+    )
     val = _new_run(before)
     assert (val / "expert_usage.png").is_file() and (val / "confusion_matrix.png").is_file()
     rows = list(csv.DictReader(open(val / "expert_usage.csv")))
@@ -108,11 +130,16 @@ def test_predict_cli(trained, workdir, val_image):
 
     run, _ = trained
     before = _runs()
-    run_cli(f"yolo predict model={run / 'weights/best.pt'} source={val_image} imgsz=256 device=cpu conf=0.001 save_txt=True save_conf=True", cwd=workdir)
+    run_cli(
+        f"yolo predict model={run / 'weights/best.pt'} source={val_image} imgsz=256 device=cpu conf=0.001 save_txt=True save_conf=True",
+        cwd=workdir,
+    )
     out = _new_run(before)
     drawn = cv2.imread(str(out / val_image.with_suffix(".jpg").name))  # the annotated copy of this very image
     assert drawn is not None and drawn.shape == cv2.imread(str(val_image)).shape
-    rows = [[float(v) for v in line.split()] for line in (out / "labels" / f"{val_image.stem}.txt").read_text().splitlines()]
+    rows = [
+        [float(v) for v in line.split()] for line in (out / "labels" / f"{val_image.stem}.txt").read_text().splitlines()
+    ]
     assert rows, "a trained model predicts boxes at conf=0.001"
     for cls, *box, conf in rows:  # class id, normalised xywh, confidence
         assert cls in range(6) and all(0 <= v <= 1 for v in box) and 0.001 <= conf <= 1
@@ -135,7 +162,10 @@ def test_best_reloads_in_a_fresh_process(trained, val_image, safe):
 def test_finetune_from_best(trained, workdir):
     run, _ = trained
     before = _runs()
-    proc = run_cli(f"yolo train model={run / 'weights/best.pt'} data=dsmoe-synth.yaml epochs=1 imgsz=128 batch=4 workers=0 device=cpu fraction=0.1 plots=False", cwd=workdir)
+    proc = run_cli(
+        f"yolo train model={run / 'weights/best.pt'} data=dsmoe-synth.yaml epochs=1 imgsz=128 batch=4 workers=0 device=cpu fraction=0.1 plots=False",
+        cwd=workdir,
+    )
     tuned = _new_run(before)
     assert (tuned / "weights/best.pt").is_file()
     assert "model already holds class embeddings" in proc.stdout + proc.stderr
@@ -165,7 +195,10 @@ def test_onnx_export_matches_pytorch(trained, tmp_path):
 
 def test_training_without_data_uses_the_synthetic_set_not_coco(workdir):
     before = _runs()
-    proc = run_cli("yolo train model=dsmoe-yolov8n.yaml epochs=1 imgsz=64 batch=4 workers=0 device=cpu fraction=0.05 plots=False val=False", cwd=workdir)
+    proc = run_cli(
+        "yolo train model=dsmoe-yolov8n.yaml epochs=1 imgsz=64 batch=4 workers=0 device=cpu fraction=0.05 plots=False val=False",
+        cwd=workdir,
+    )
     log = proc.stdout + proc.stderr
     assert "training on the bundled synthetic set 'data=dsmoe-synth.yaml'" in log
     assert "Downloading" not in log and "coco8.zip" not in log and "Dataset 'coco8.yaml'" not in log
@@ -174,12 +207,21 @@ def test_training_without_data_uses_the_synthetic_set_not_coco(workdir):
 
 
 def test_off_switch_gives_a_clear_message_and_checkpoints_still_load(trained, workdir):
-    proc = run_cli("yolo train model=dsmoe.yaml data=dsmoe-synth.yaml epochs=1", cwd=workdir, env={"DSMOE_YOLO_AUTOLOAD": "0"}, check=False)
+    proc = run_cli(
+        "yolo train model=dsmoe.yaml data=dsmoe-synth.yaml epochs=1",
+        cwd=workdir,
+        env={"DSMOE_YOLO_AUTOLOAD": "0"},
+        check=False,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "DSMOE_YOLO_AUTOLOAD" in log and "KeyError" not in log
     run, _ = trained
     image = sorted((DATASETS / "dsmoe-synth" / "images" / "val").glob("*.png"))[0]
-    proc = run_cli(f"yolo predict model={run / 'weights/best.pt'} source={image} imgsz=256 device=cpu", cwd=workdir, env={"DSMOE_YOLO_AUTOLOAD": "0"})
+    proc = run_cli(
+        f"yolo predict model={run / 'weights/best.pt'} source={image} imgsz=256 device=cpu",
+        cwd=workdir,
+        env={"DSMOE_YOLO_AUTOLOAD": "0"},
+    )
     assert "256x256" in proc.stdout + proc.stderr  # a checkpoint imports the plugin while unpickling: it falls back
 
 
@@ -204,7 +246,9 @@ def test_scale_typo_is_one_clear_line(workdir, tiny_data):
 
 
 def test_missing_dataset_dir_names_the_path(workdir):
-    (workdir / "nodata.yaml").write_text("path: /nonexistent/defects\ntrain: images/train\nval: images/val\nnames: {0: scratch}\n")
+    (workdir / "nodata.yaml").write_text(
+        "path: /nonexistent/defects\ntrain: images/train\nval: images/val\nnames: {0: scratch}\n"
+    )
     proc = run_cli("yolo train model=dsmoe-yolov8n.yaml data=nodata.yaml epochs=1 imgsz=64", cwd=workdir, check=False)
     assert proc.returncode != 0
     log = proc.stdout + proc.stderr
@@ -219,7 +263,10 @@ def test_corrupt_image_is_skipped_with_a_warning(workdir, tiny_data, tmp_path):
     yaml_text = (data / "data.yaml").read_text().replace(str(tiny_data.parent), str(data))
     (data / "data.yaml").write_text(yaml_text)
     before = _runs()
-    proc = run_cli(f"yolo train model=dsmoe-yolov8n.yaml data={data / 'data.yaml'} epochs=1 imgsz=64 batch=4 workers=0 device=cpu plots=False", cwd=workdir)
+    proc = run_cli(
+        f"yolo train model=dsmoe-yolov8n.yaml data={data / 'data.yaml'} epochs=1 imgsz=64 batch=4 workers=0 device=cpu plots=False",
+        cwd=workdir,
+    )
     log = proc.stdout + proc.stderr
     assert victim.name in log and "corrupt" in log.lower()
     _new_run(before)
@@ -262,7 +309,9 @@ def test_paper_recipe_through_the_stock_cli(workdir, tiny_data):
     got = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RECIPE "))[7:])
     assert got["optimizer"] == "Adam" and got["lr0"] == pytest.approx(0.001) and got["betas"][0] == pytest.approx(0.9)
     assert got["decay"] == pytest.approx(0.001)
-    cosine = 1 + (got["lrf"] - 1) * (1 - math.cos(math.pi / 4)) / 2  # one_cycle at a quarter of training (linear: 1 + (lrf - 1) / 4)
+    cosine = (
+        1 + (got["lrf"] - 1) * (1 - math.cos(math.pi / 4)) / 2
+    )  # one_cycle at a quarter of training (linear: 1 + (lrf - 1) / 4)
     assert got["lf_quarter"] == pytest.approx(cosine)
     assert got["steps"]["Mosaic"] == 0.0 and got["steps"]["MixUp"] == 0.5
     assert "GammaTransform" not in got["steps"]  # paper.yaml: gamma_mode preprocess, the fixed gamma rides on the model

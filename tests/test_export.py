@@ -80,7 +80,12 @@ def test_module_exports_and_matches_onnxruntime(name, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, inputs, str(path), opset_version=19, dynamo=False, input_names=names,
+            model,
+            inputs,
+            str(path),
+            opset_version=19,
+            dynamo=False,
+            input_names=names,
             dynamic_axes={n: {0: "b", 2: "h", 3: "w"} for n in names},
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -110,7 +115,13 @@ def test_opset_below_19_asks_for_19(tmp_path):
     register_onnx_symbolics()
     model = Flat(SpaceBroadcast([8, 8, 8], 8), torch.randn(2, 8)).eval()
     with pytest.raises(Exception, match="opset=19"):
-        torch.onnx.export(model, (torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 4)), str(tmp_path / "x.onnx"), opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 4)),
+            str(tmp_path / "x.onnx"),
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 class DeformOp(nn.Module):
@@ -140,13 +151,17 @@ def test_deform_conv_matches_onnxruntime_at_random_offsets_and_masks(tmp_path, s
     path = tmp_path / "deform.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(op, (x, offset, mask), str(path), opset_version=19, dynamo=False, input_names=["x", "offset", "mask"])
+        torch.onnx.export(
+            op, (x, offset, mask), str(path), opset_version=19, dynamo=False, input_names=["x", "offset", "mask"]
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x.numpy(), "offset": offset.numpy(), "mask": mask.numpy()})[0]
     with torch.no_grad():
         expected = op(x, offset, mask)
         plain = op(x, torch.zeros_like(offset), torch.ones_like(mask))
-    assert (expected - plain).abs().max() > 1.0, "the offsets and mask must change the output for the check to mean anything"
+    assert (expected - plain).abs().max() > 1.0, (
+        "the offsets and mask must change the output for the check to mean anything"
+    )
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
 
 
@@ -173,7 +188,9 @@ def tensorrt10_problems(graph) -> list[str]:
     import onnx
     from onnx import numpy_helper
 
-    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    constants = {i.name for i in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output
+    }
     problems = []
     for node in graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -191,7 +208,12 @@ def tensorrt10_problems(graph) -> list[str]:
                 problems.append(f"TopK ({node.name}) K={int(k.reshape(-1)[0])} >= 3840")
         elif node.op_type == "Resize" and attrs.get("mode", b"nearest") not in (b"nearest", b"linear"):
             problems.append(f"Resize ({node.name}) mode {attrs.get('mode')}")
-        elif node.op_type.startswith("Reduce") and len(node.input) > 1 and node.input[1] and node.input[1] not in constants:
+        elif (
+            node.op_type.startswith("Reduce")
+            and len(node.input) > 1
+            and node.input[1]
+            and node.input[1] not in constants
+        ):
             problems.append(f"{node.op_type} ({node.name}) axes must be an initializer")
     return problems
 
@@ -206,7 +228,10 @@ def test_tensorrt_check_can_fail():
         helper.make_node("DeformConv", ["x", "w", "o"], ["d"], name="dcn", pads=[1, 1, 0, 0]),
     ]
     graph = helper.make_graph(nodes, "g", [x], [])
-    assert tensorrt10_problems(graph) == ["Unique (unique) is not supported", "DeformConv (dcn) has unequal begin/end pads [1, 1, 0, 0]"]
+    assert tensorrt10_problems(graph) == [
+        "Unique (unique) is not supported",
+        "DeformConv (dcn) has unequal begin/end pads [1, 1, 0, 0]",
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,12 @@ def faulty_data(tmp_path_factory) -> Path:
     cv2.imwrite(str(img_dir / "deep16.png"), board(22).astype(np.uint16) * 257)
     for name in ("truncated", "zero", "gray", "deep16"):
         (lbl_dir / f"{name}.txt").write_text(good_label)
-    bad_labels = {"class9": "9 0.5 0.5 0.2 0.2\n", "nanbox": "0 nan 0.5 0.1 0.1\n", "negbox": "0 -0.5 0.5 0.1 0.1\n", "empty": ""}
+    bad_labels = {
+        "class9": "9 0.5 0.5 0.2 0.2\n",
+        "nanbox": "0 nan 0.5 0.1 0.1\n",
+        "negbox": "0 -0.5 0.5 0.1 0.1\n",
+        "empty": "",
+    }
     for i, (name, text) in enumerate(bad_labels.items()):
         cv2.imwrite(str(img_dir / f"{name}.png"), board(30 + i))
         (lbl_dir / f"{name}.txt").write_text(text)
@@ -79,7 +84,10 @@ def test_bad_files_are_skipped_with_warnings_as_ultralytics_does(faulty_data, ca
 
 @pytest.mark.slow
 def test_training_continues_over_bad_files(faulty_data, tmp_path):
-    proc = run_cli(f"yolo train model=dsmoe-yolov8n.yaml data={faulty_data} epochs=1 imgsz=64 batch=4 workers=0 device=cpu plots=False project={tmp_path}", cwd=tmp_path)
+    proc = run_cli(
+        f"yolo train model=dsmoe-yolov8n.yaml data={faulty_data} epochs=1 imgsz=64 batch=4 workers=0 device=cpu plots=False project={tmp_path}",
+        cwd=tmp_path,
+    )
     log = proc.stdout + proc.stderr
     assert "class9" in log and (tmp_path / "train" / "weights" / "last.pt").is_file()
 
@@ -91,7 +99,11 @@ def test_embedding_class_count_mismatch_fails_before_training(tiny_data, tmp_pat
     emb = save_embeddings_file(tmp_path / "five.pt", torch.randn(5, 384), {"names": list("abcde"), "encoder": "x"})
     data = tmp_path / "data.yaml"
     data.write_text(tiny_data.read_text().rstrip("}") + f', "embeddings": "{emb}"}}')
-    proc = run_cli(f"yolo train model=dsmoe-yolov8n.yaml data={data} epochs=1 imgsz=64 workers=0 device=cpu project={tmp_path}", cwd=tmp_path, check=False)
+    proc = run_cli(
+        f"yolo train model=dsmoe-yolov8n.yaml data={data} epochs=1 imgsz=64 workers=0 device=cpu project={tmp_path}",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "has 5 classes but the data has 6" in (proc.stdout + proc.stderr).strip().splitlines()[-1]
     assert not list(tmp_path.glob("train*/weights/*.pt")), "it fails before the first epoch"
@@ -144,13 +156,26 @@ def _final_metrics(run: Path) -> dict:
 
 @pytest.mark.slow
 def test_killed_run_resumes_and_matches_an_uninterrupted_one(tiny_data, tmp_path):
-    args = dict(data=str(tiny_data), epochs=2, imgsz=128, batch=4, workers=0, device="cpu", seed=0, deterministic=True, plots=False, project=str(tmp_path))
-    killed = run_python(KILL_MID_EPOCH.replace("**ARGS", f"**{ {**args, 'name': 'killed'} !r}"), cwd=tmp_path)
+    args = dict(
+        data=str(tiny_data),
+        epochs=2,
+        imgsz=128,
+        batch=4,
+        workers=0,
+        device="cpu",
+        seed=0,
+        deterministic=True,
+        plots=False,
+        project=str(tmp_path),
+    )
+    killed = run_python(KILL_MID_EPOCH.replace("**ARGS", f"**{ {**args, 'name': 'killed'}!r}"), cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr[-2000:]
     run = tmp_path / "killed"
     assert len(list(csv.DictReader(open(run / "results.csv")))) == 1, "killed during epoch 2, after epoch 1 was saved"
     run_cli(f"yolo train resume model={run / 'weights' / 'last.pt'}", cwd=tmp_path)
-    full = run_python(f"from ultralytics import YOLO\nYOLO('dsmoe-yolov8n.yaml').train(**{ {**args, 'name': 'full'} !r})", cwd=tmp_path)
+    full = run_python(
+        f"from ultralytics import YOLO\nYOLO('dsmoe-yolov8n.yaml').train(**{ {**args, 'name': 'full'}!r})", cwd=tmp_path
+    )
     assert full.returncode == 0, full.stderr[-2000:]
     resumed, reference = _final_metrics(run), _final_metrics(tmp_path / "full")
     assert resumed["epochs"] == reference["epochs"] == 2
@@ -233,7 +258,10 @@ def test_checkpoint_with_non_finite_weights_is_refused_at_load(small_checkpoint,
         next(model.model[11].parameters()).data.view(-1)[3] = float("inf")
 
     bad = _edited_copy(small_checkpoint, tmp_path / "flipped.pt", flip)
-    with pytest.raises(CheckpointError, match=r"^flipped\.pt is damaged: 'model' tensor model\.11\..* holds NaN/Inf values; use another checkpoint"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^flipped\.pt is damaged: 'model' tensor model\.11\..* holds NaN/Inf values; use another checkpoint",
+    ):
         YOLO(str(bad))
     YOLO(str(small_checkpoint))  # the intact file loads
 
@@ -245,7 +273,10 @@ def test_checkpoint_whose_class_text_disagrees_with_its_names_is_refused(small_c
         model.names = {i: n for i, n in enumerate(["a", "b", "c", "d", "e", "f"])}
 
     bad = _edited_copy(small_checkpoint, tmp_path / "renamed.pt", rename)
-    with pytest.raises(CheckpointError, match=r"renamed\.pt: the class text was embedded for \['open'.* but the model's classes are \['a'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"renamed\.pt: the class text was embedded for \['open'.* but the model's classes are \['a'",
+    ):
         YOLO(str(bad))
 
     def drop_row(model):

@@ -25,7 +25,10 @@ def test_bundled_data_never_lands_in_the_source_tree(tmp_path, monkeypatch):
     assert doc["download"] == yaml.safe_load((DATASETS_DIR / "dsmoe-synth.yaml").read_text())["download"]
     assert len(lines) == 1 and str(tmp_path / "cache") in lines[0]  # one line says where the data goes
     elsewhere = tmp_path / "my-datasets"
-    assert relocated_dataset_yaml(DATASETS_DIR / "dsmoe-synth.yaml", elsewhere, lines.append) == DATASETS_DIR / "dsmoe-synth.yaml"
+    assert (
+        relocated_dataset_yaml(DATASETS_DIR / "dsmoe-synth.yaml", elsewhere, lines.append)
+        == DATASETS_DIR / "dsmoe-synth.yaml"
+    )
 
 
 def test_set_classes_through_yolo_on_a_dsmoe_model_warns_about_new_classes(capsys, caplog):
@@ -64,7 +67,9 @@ def test_stock_commands_import_nothing_heavy_and_warn_nothing():
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_dsmoe_command_has_help(command):
-    proc = subprocess.run([sys.executable, "-m", "dsmoe_yolo.cli", command, "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsmoe_yolo.cli", command, "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: dsmoe {command}") and all(k in proc.stdout for k in COMMANDS[command])
 

@@ -94,10 +94,14 @@ def test_alignment_weights_prefer_the_nearest_anchor():
     with torch.no_grad():
         out = layer([f, t])[0, :, 0, :].T  # (4 pixels, 12)
         c = layer.curvature
-        z = ball.project(ball.expmap0(ball.clamp_tangent(layer.visual(f).flatten(2).transpose(1, 2)[0], c), c), c)  # (4, 12)
+        z = ball.project(
+            ball.expmap0(ball.clamp_tangent(layer.visual(f).flatten(2).transpose(1, 2)[0], c), c), c
+        )  # (4, 12)
         anchors = ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t), c), c), c)  # (4, 12)
         ctx = ball.project(ball.expmap0(ball.clamp_tangent(ball.logmap0(anchors, c), c), c), c)
-        fused_with = torch.stack([ball.logmap0(ball.project(ball.mobius_add(z, ctx[k].expand_as(z), c), c), c) for k in range(4)], 1)  # (pixel, k, 12)
+        fused_with = torch.stack(
+            [ball.logmap0(ball.project(ball.mobius_add(z, ctx[k].expand_as(z), c), c), c) for k in range(4)], 1
+        )  # (pixel, k, 12)
     err = (fused_with - out[:, None]).norm(dim=-1)  # (pixel, k)
     assert err.argmin(-1).tolist() == [0, 1, 2, 3]
     assert err.min(-1).values.max() < 1e-3 < err.max(-1).values.min()

@@ -177,7 +177,9 @@ def test_cbam_is_the_original_formulation():
     mlp = cbam.channel.mlp
     mc = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
     xc = x * mc
-    ms = torch.sigmoid(cbam.spatial.bn(cbam.spatial.conv(torch.cat([xc.mean(1, keepdim=True), xc.amax(1, keepdim=True)], 1))))
+    ms = torch.sigmoid(
+        cbam.spatial.bn(cbam.spatial.conv(torch.cat([xc.mean(1, keepdim=True), xc.amax(1, keepdim=True)], 1)))
+    )
     torch.testing.assert_close(cbam(x), xc * ms)
     assert len(mlp) == 3 and mlp[0].out_channels == 8  # shared reduction MLP (max(16 // 4, 8))
 
@@ -274,7 +276,10 @@ def test_bad_mobile_sam_checkpoint_names_the_keys(mobile_sam_checkpoint, tmp_pat
     state["image_encoder.layers.9.extra"] = torch.zeros(1)
     bad = tmp_path / "bad.pt"
     torch.save(state, bad)
-    with pytest.raises(ValueError, match=r"missing keys 1 \(layers\.1\.blocks\.0\.attn\.qkv\.weight\).*unexpected keys 1 \(layers\.9\.extra\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys 1 \(layers\.1\.blocks\.0\.attn\.qkv\.weight\).*unexpected keys 1 \(layers\.9\.extra\)",
+    ):
         MobileSAMBackbone(3, [32, 64, 128], weights=str(bad))
     with pytest.raises(FileNotFoundError, match="MobileSAM"):
         MobileSAMBackbone(3, [32, 64, 128], weights=str(tmp_path / "nope.pt"))
@@ -320,7 +325,9 @@ def test_space_broadcast_starts_as_plain_conv():
     expected = sb.act(sb.bn(y)) + f
     t = torch.randn(2, 8)
     torch.testing.assert_close(sb([f, g, t]), expected, atol=1e-5, rtol=1e-5)
-    with torch.no_grad():  # move the offset/mask branch off its zero init: no longer a plain conv, so the check can fail
+    with (
+        torch.no_grad()
+    ):  # move the offset/mask branch off its zero init: no longer a plain conv, so the check can fail
         for name, p in sb.named_parameters():
             if not name.startswith(("weight", "compress", "bn")):
                 p.add_(0.5)

@@ -34,7 +34,9 @@ def test_qfocal_reduces_to_bce_times_distance_weighting():
     got = QualityFocalLoss(alpha=0.5, gamma=2.0)(x, y)
     qfl = -(y - x.sigmoid()).abs().pow(2) * ((1 - y) * torch.log(1 - x.sigmoid()) + y * torch.log(x.sigmoid()))
     torch.testing.assert_close(got, 0.5 * qfl, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(got, 0.5 * F.binary_cross_entropy_with_logits(x, y, reduction="none") * (y - x.sigmoid()).abs() ** 2)
+    torch.testing.assert_close(
+        got, 0.5 * F.binary_cross_entropy_with_logits(x, y, reduction="none") * (y - x.sigmoid()).abs() ** 2
+    )
     assert QualityFocalLoss()(torch.tensor([10.0]), torch.tensor([1.0])).item() < 1e-6  # confident and right: ~0
 
 
@@ -54,7 +56,9 @@ def ciou_by_hand(a, b):
     return iou - rho2 / c2 - alpha * v
 
 
-@pytest.mark.parametrize("a, b", [((0, 0, 10, 10), (2, 2, 12, 14)), ((5, 5, 8, 20), (4, 6, 9, 18)), ((0, 0, 4, 4), (10, 10, 12, 15))])
+@pytest.mark.parametrize(
+    "a, b", [((0, 0, 10, 10), (2, 2, 12, 14)), ((5, 5, 8, 20), (4, 6, 9, 18)), ((0, 0, 4, 4), (10, 10, 12, 15))]
+)
 def test_ciou_equals_the_formula_and_ultralytics(a, b):
     from ultralytics.utils.metrics import bbox_iou
 
@@ -206,7 +210,17 @@ def test_bce_iou_is_stock_bce_plus_plain_iou_and_keeps_dfl(batch):
         assert doc.get("loss") == "bce_iou", f"ablation row {row.upper()} must train with the paper's CE + IoU"
 
 
-@pytest.mark.parametrize("spec, pattern", [("focal", "unknown"), ({"type": "qfocal_ciou", "moee": 1}, "unknown settings"), ({"type": "qfocal_ciou", "moe": -1}, "non-negative"), ({"type": "qfocal_ciou", "cls_scale": "x"}, "cls_scale.*non-negative"), ({"type": "qfocal_ciou", "balance": "gini"}, "cv2, switch or both"), ({"type": "bce_iou", "alpha": 0.25}, "bce_iou.*unknown settings")])
+@pytest.mark.parametrize(
+    "spec, pattern",
+    [
+        ("focal", "unknown"),
+        ({"type": "qfocal_ciou", "moee": 1}, "unknown settings"),
+        ({"type": "qfocal_ciou", "moe": -1}, "non-negative"),
+        ({"type": "qfocal_ciou", "cls_scale": "x"}, "cls_scale.*non-negative"),
+        ({"type": "qfocal_ciou", "balance": "gini"}, "cv2, switch or both"),
+        ({"type": "bce_iou", "alpha": 0.25}, "bce_iou.*unknown settings"),
+    ],
+)
 def test_bad_loss_config(spec, pattern):
     with pytest.raises(ConfigError, match=pattern):
         loss_config({"loss": spec})

@@ -58,7 +58,9 @@ def test_unknown_bundled_name_lists_what_exists():
 
 def test_interpreter_start_imports_no_torch():
     """The .pth hook must keep start-up cheap: no torch (nor ultralytics) until ultralytics.nn.tasks is imported."""
-    proc = run_python("import sys; print('torch' in sys.modules, 'ultralytics' in sys.modules, any(getattr(f, 'marker', '') == 'dsmoe_yolo_after_import_finder' for f in sys.meta_path))")
+    proc = run_python(
+        "import sys; print('torch' in sys.modules, 'ultralytics' in sys.modules, any(getattr(f, 'marker', '') == 'dsmoe_yolo_after_import_finder' for f in sys.meta_path))"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "True"], proc.stdout
 
@@ -88,7 +90,10 @@ def test_off_switch_keeps_stock_behaviour_and_explains_dsmoe_names():
 
 
 def test_explicit_import_registers_even_with_the_switch_off():
-    proc = run_python("import dsmoe_yolo\nfrom ultralytics import YOLO\nm = YOLO('dsmoe-yolov8n.yaml')\nprint(type(m.model.model[11]).__name__)", env={"DSMOE_YOLO_AUTOLOAD": "0"})
+    proc = run_python(
+        "import dsmoe_yolo\nfrom ultralytics import YOLO\nm = YOLO('dsmoe-yolov8n.yaml')\nprint(type(m.model.model[11]).__name__)",
+        env={"DSMOE_YOLO_AUTOLOAD": "0"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("SparseMoE")
 
@@ -127,7 +132,9 @@ def test_layer_classes_are_safe_globals():
 
     from dsmoe_yolo.nn import LAYERS
 
-    allowed = {f"{c.__module__}.{c.__qualname__}" for c in torch.serialization.get_safe_globals() if isinstance(c, type)}
+    allowed = {
+        f"{c.__module__}.{c.__qualname__}" for c in torch.serialization.get_safe_globals() if isinstance(c, type)
+    }
     assert {f"{c.__module__}.{c.__qualname__}" for c in LAYERS.values()} <= allowed
 
 
@@ -143,7 +150,10 @@ def test_off_switch_with_safe_load_names_the_dsmoe_checkpoint(tmp_path):
 
     path = tmp_path / "lite.pt"
     YOLO("dsmoe-lite-yolov8n.yaml").save(path)
-    proc = run_python(f"from ultralytics import YOLO; YOLO({str(path)!r})", env={"DSMOE_YOLO_AUTOLOAD": "0", "ULTRALYTICS_SAFE_LOAD": "1"})
+    proc = run_python(
+        f"from ultralytics import YOLO; YOLO({str(path)!r})",
+        env={"DSMOE_YOLO_AUTOLOAD": "0", "ULTRALYTICS_SAFE_LOAD": "1"},
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "is a DS-MoE checkpoint" in last and "DSMOE_YOLO_AUTOLOAD" in last, proc.stderr[-2000:]

@@ -28,7 +28,9 @@ def test_offline_without_the_file_warns_once_and_starts_random(weights_dir, caps
     assert resolve_mobilesam_weights("mobile_sam.pt") is None
     assert resolve_mobilesam_weights("mobile_sam.pt") is None
     out = caplog.text or capsys.readouterr().out  # Ultralytics' logger reaches one or the other, by handler setup
-    assert out.count("MobileSAM weights 'mobile_sam.pt' unavailable") == 1 and "RANDOM" in out and str(weights_dir) in out
+    assert (
+        out.count("MobileSAM weights 'mobile_sam.pt' unavailable") == 1 and "RANDOM" in out and str(weights_dir) in out
+    )
     assert MobileSAMBackbone(3, [16, 32, 64], "mobile_sam.pt").weights is None
 
 

@@ -31,11 +31,16 @@ def test_a_file_named_like_a_bundled_set_does_not_get_its_descriptions_for_other
     assert prompts["crazing"] == load_prompts(CFG_DIR / "prompts" / "neu-det.yaml")["crazing"]
     assert prompts["dent"] == template_prompts(["dent"])["dent"]
     assert "class-name templates" in source
-    assert any("'open' from deeppcb.yaml" in line and "'crazing' from neu-det.yaml" in line and "dent" in line for line in lines), lines
+    assert any(
+        "'open' from deeppcb.yaml" in line and "'crazing' from neu-det.yaml" in line and "dent" in line
+        for line in lines
+    ), lines
 
 
 def test_names_match_across_case_and_separators(tmp_path):
-    prompts, source, _ = _resolve(["Crazing", "inclusion", "patches", "pitted surface", "rolled-in scale", "scratches"], tmp_path / "x.yaml")
+    prompts, source, _ = _resolve(
+        ["Crazing", "inclusion", "patches", "pitted surface", "rolled-in scale", "scratches"], tmp_path / "x.yaml"
+    )
     assert source.endswith("neu-det.yaml")
     assert prompts["pitted surface"] == load_prompts(CFG_DIR / "prompts" / "neu-det.yaml")["pitted_surface"]
 

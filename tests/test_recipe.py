@@ -28,7 +28,18 @@ def test_paper_recipe_reaches_the_trainer(tiny_data, tmp_path):
     lrs = []
     model = YOLO("dsmoe-yolov8n.yaml")
     model.add_callback("on_train_batch_end", lambda tr: lrs.append([g["lr"] for g in tr.optimizer.param_groups]))
-    model.train(cfg="paper.yaml", data=str(tiny_data), epochs=1, imgsz=64, workers=0, device="cpu", project=str(tmp_path), name="paper", plots=False, verbose=False)
+    model.train(
+        cfg="paper.yaml",
+        data=str(tiny_data),
+        epochs=1,
+        imgsz=64,
+        workers=0,
+        device="cpu",
+        project=str(tmp_path),
+        name="paper",
+        plots=False,
+        verbose=False,
+    )
     trainer = model.trainer
 
     # effective batch: 8 images per optimizer step (nbs = batch), weight decay not rescaled
@@ -58,7 +69,9 @@ def test_paper_recipe_reaches_the_trainer(tiny_data, tmp_path):
         assert hook is not None and (hook.gamma, hook.gain) == (1.5, 1.0)
     saved = YOLO(str(tmp_path / "paper" / "weights" / "last.pt"))
     seen = []
-    saved.model.model[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))  # after the gamma
+    saved.model.model[0].register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].detach().clone())
+    )  # after the gamma
     saved.predict(np.full((64, 64, 3), 128, np.uint8), imgsz=64, device="cpu", verbose=False)
     assert seen and torch.allclose(seen[0].float(), torch.full_like(seen[0].float(), (128 / 255) ** 1.5), atol=2e-3)
 

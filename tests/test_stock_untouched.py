@@ -24,11 +24,16 @@ def two_runs(tiny_data, tmp_path_factory):
     project = tmp_path_factory.mktemp("stock")
     out = {}
     for name, switch in (("off", "0"), ("on", "1")):
-        run_cli(TRAIN.format(data=tiny_data, project=project, name=name), cwd=project, env={"DSMOE_YOLO_AUTOLOAD": switch})
+        run_cli(
+            TRAIN.format(data=tiny_data, project=project, name=name), cwd=project, env={"DSMOE_YOLO_AUTOLOAD": switch}
+        )
         run = project / name
         out[name] = SimpleNamespace(
             run=run,
-            rows=[{k.strip(): v for k, v in r.items() if k.strip() != "time"} for r in csv.DictReader(open(run / "results.csv"))],
+            rows=[
+                {k.strip(): v for k, v in r.items() if k.strip() != "time"}
+                for r in csv.DictReader(open(run / "results.csv"))
+            ],
             last=_load(run / "weights" / "last.pt"),
             epoch0=run / "weights" / "epoch0.pt",
         )
@@ -75,6 +80,10 @@ def test_non_default_plugin_args_ride_along_for_the_plugin_only():
     with _plugin_args_removed(trainer):
         ckpt = {"ema": deepcopy(ema), "train_args": dict(vars(trainer.args))}  # what stock save_model writes
     assert not set(PLUGIN_KEYS) & set(ckpt["train_args"]) and not set(PLUGIN_KEYS) & set(vars(ckpt["ema"].args))
-    assert trainer.args.gamma_p == 0.3 and ema.args.gamma_p == 0.3 and not hasattr(ema, "dsmoe_train_args"), "restored after"
+    assert trainer.args.gamma_p == 0.3 and ema.args.gamma_p == 0.3 and not hasattr(ema, "dsmoe_train_args"), (
+        "restored after"
+    )
     restore_train_args(ckpt)
-    assert ckpt["train_args"]["gamma_p"] == 0.3 and "gamma" not in ckpt["train_args"], "only non-default values ride along"
+    assert ckpt["train_args"]["gamma_p"] == 0.3 and "gamma" not in ckpt["train_args"], (
+        "only non-default values ride along"
+    )

@@ -19,14 +19,19 @@ def test_two_first_uses_at_once_both_get_the_set(tmp_path, monkeypatch):
         calls.append(index)
         if len(calls) == 3:  # A has written two boards: B runs from start to finish now
             assert synth.generate(root, n_train=3, n_val=2, size=64) == root
-            assert len([f for f in _files(root) if f.endswith((".png", ".txt"))]) == 10  # B's set is in place while A writes
+            assert (
+                len([f for f in _files(root) if f.endswith((".png", ".txt"))]) == 10
+            )  # B's set is in place while A writes
         return real(seed, index, size)
 
     monkeypatch.setattr(synth, "make_image", make_image)
     assert synth.generate(root, n_train=3, n_val=2, size=64) == root
     assert len(calls) == 10, "both writers ran to the end"
     files = _files(root)
-    assert len([f for f in files if f.startswith("images/")]) == 5 and len([f for f in files if f.startswith("labels/")]) == 5
+    assert (
+        len([f for f in files if f.startswith("images/")]) == 5
+        and len([f for f in files if f.startswith("labels/")]) == 5
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["dsmoe-synth"], "no temporary folder is left behind"
 
 

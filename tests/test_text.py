@@ -43,10 +43,25 @@ def tiny_qwen(tmp_path_factory):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     chat = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", chat_template=chat)
-    cfg = Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", chat_template=chat
+    )
+    cfg = Qwen2Config(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-qwen")
     Qwen2ForCausalLM(cfg).save_pretrained(path)
@@ -303,7 +318,11 @@ def test_training_binds_the_prompt_hierarchy_into_the_ordering_loss(tmp_path, mo
     from dsmoe_yolo.text.binding import bind_for_training
 
     names = ["open", "short", "mousebite", "spur", "copper", "pin-hole"]
-    monkeypatch.setattr(embed_mod, "embed_classes", lambda names, prompts, **kw: (torch.randn(len(names), 384), {"encoder": "stub", "names": list(names)}))
+    monkeypatch.setattr(
+        embed_mod,
+        "embed_classes",
+        lambda names, prompts, **kw: (torch.randn(len(names), 384), {"encoder": "stub", "names": list(names)}),
+    )
     data = {"names": dict(enumerate(names)), "yaml_file": str(tmp_path / "data.yaml"), "prompts": "deeppcb.yaml"}
     d = yaml.safe_load((dsmoe_yolo.CFG_DIR / "models" / "dsmoe-yolov8.yaml").read_text())
     d["scale"] = "n"
@@ -317,7 +336,12 @@ def test_training_binds_the_prompt_hierarchy_into_the_ordering_loss(tmp_path, mo
     assert "hyp_loss" in criterion.loss_names and criterion.weights["hyp_order"] > 0
     hyp.margin = 100.0  # every pair violates: the term is positive and has a gradient
     model.train()
-    batch = {"img": torch.rand(1, 3, 64, 64), "batch_idx": torch.zeros(1), "cls": torch.zeros(1, 1), "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}
+    batch = {
+        "img": torch.rand(1, 3, 64, 64),
+        "batch_idx": torch.zeros(1),
+        "cls": torch.zeros(1, 1),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]]),
+    }
     preds = model(batch["img"])
     order = aux_outputs(hyp)["hyp_order"].detach().clone()
     _, items = criterion(preds, batch)

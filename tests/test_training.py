@@ -20,7 +20,18 @@ def test_ablation_rows_build_and_train(row, text, tiny_data, tmp_path):
     from ultralytics import YOLO
 
     model = YOLO(f"dsmoe-abl-{row}-yolov8n.yaml")
-    model.train(data=str(tiny_data), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", project=str(tmp_path), name=row, plots=False, verbose=False)
+    model.train(
+        data=str(tiny_data),
+        epochs=1,
+        imgsz=64,
+        batch=4,
+        workers=0,
+        device="cpu",
+        project=str(tmp_path),
+        name=row,
+        plots=False,
+        verbose=False,
+    )
     run = tmp_path / row
     rows = _results(run)
     assert len(rows) == 1 and all(v == v for v in rows[0].values()), "finite losses and metrics"
@@ -68,8 +79,24 @@ def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_p
     model.add_callback("on_pretrain_routine_end", lambda t: initial.update(model=copy.deepcopy(t.model).eval()))
     no_aug = dict(mosaic=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0, translate=0.0, scale=0.0, erasing=0.0)
     model.train(
-        data=str(data), epochs=10, imgsz=256, batch=8, nbs=8, fraction=0.5, workers=0, device="cpu", seed=0, deterministic=True,
-        optimizer="AdamW", lr0=0.001, warmup_epochs=0, project=str(tmp_path), name="deeppcb", plots=False, val=False, **no_aug,
+        data=str(data),
+        epochs=10,
+        imgsz=256,
+        batch=8,
+        nbs=8,
+        fraction=0.5,
+        workers=0,
+        device="cpu",
+        seed=0,
+        deterministic=True,
+        optimizer="AdamW",
+        lr0=0.001,
+        warmup_epochs=0,
+        project=str(tmp_path),
+        name="deeppcb",
+        plots=False,
+        val=False,
+        **no_aug,
     )
     rows = _results(tmp_path / "deeppcb")
     assert len(rows) == 10 and all(v == v for r in rows for v in r.values())
@@ -79,7 +106,9 @@ def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_p
 
     trained = YOLO(str(tmp_path / "deeppcb" / "weights" / "last.pt")).model.float().train()
     info = check_det_dataset(str(data))
-    ds = build_yolo_dataset(get_cfg(overrides={"imgsz": 256, **no_aug}), info["train"], 16, info, mode="val", rect=False)
+    ds = build_yolo_dataset(
+        get_cfg(overrides={"imgsz": 256, **no_aug}), info["train"], 16, info, mode="val", rect=False
+    )
     batch = ds.collate_fn([ds[i] for i in range(16)])
     batch["img"] = batch["img"].float() / 255
     trained.args = get_cfg()  # loss gains (box/cls/dfl) as the trainer uses them
@@ -92,4 +121,6 @@ def test_full_model_trains_on_deeppcb_mini_and_loss_goes_down(shared_copy, tmp_p
     after, before = after.sum(), before.sum()
     assert after < 0.8 * before, f"objective at a fixed assignment: before {before:.3f}, after {after:.3f}"
     loc_after, loc_before = (float(items["box_loss"] + items["dfl_loss"]) for items in (after_items, before_items))
-    assert loc_after < 0.7 * loc_before, f"box+DFL at a fixed assignment: before {loc_before:.3f}, after {loc_after:.3f}"
+    assert loc_after < 0.7 * loc_before, (
+        f"box+DFL at a fixed assignment: before {loc_before:.3f}, after {loc_after:.3f}"
+    )

@@ -18,7 +18,9 @@ def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-w", str(out), "-q"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return next(out.glob("dsmoe_yolo-*.whl"))
@@ -45,7 +47,10 @@ def test_wheel_contents(wheel):
 def test_installed_wheel_finds_its_bundled_files(wheel, tmp_path):
     site_dir = tmp_path / "site"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site_dir), str(wheel), "-q"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site_dir), str(wheel), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     code = (

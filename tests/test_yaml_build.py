@@ -35,7 +35,13 @@ def test_widths_match_stock_conv_scaling(models, scale):
 
     d = yaml.safe_load(BASE.read_text())
     d["scale"] = scale
-    probe = {"nc": 6, "scales": d["scales"], "scale": scale, "backbone": [[-1, 1, "Conv", [c, 1]] for c in (256, 512, 1024)], "head": []}
+    probe = {
+        "nc": 6,
+        "scales": d["scales"],
+        "scale": scale,
+        "backbone": [[-1, 1, "Conv", [c, 1]] for c in (256, 512, 1024)],
+        "head": [],
+    }
     stock = [m.conv.out_channels for m in parse_model(probe, 3, verbose=False)[0]]
     model = models[scale].model
     bb = model[0]
@@ -109,9 +115,18 @@ def _yaml(**edits):
         ({"rows": {("backbone", 8, 3): [256, "nc", 384, 3]}}, r"row 8 \(ClassText\):.*divisible by heads=3"),
         ({"rows": {("head", 2, 0): [10, 10]}}, r"row 11 \(SparseMoE\): input 2 \(from 10\) must be the ClassText row"),
         ({"rows": {("head", 0, 0): [8, 7]}}, r"row 9 \(HyperbolicAlign\): input 1 \(from 8\) is the ClassText row"),
-        ({"rows": {("head", 2, 3): [512, {"experts": "eight"}]}}, r"row 11 \(SparseMoE\): 'experts' must be an integer, got 'eight'"),
-        ({"rows": {("head", 2, 3): [512, {"experts": 32, "top_k": 2.7}]}}, r"row 11 \(SparseMoE\): 'top_k' must be an integer or null, got 2.7"),
-        ({"rows": {("head", 0, 3): [256, {"curvature": "high"}]}}, r"row 9 \(HyperbolicAlign\): 'curvature' must be a number, got 'high'"),
+        (
+            {"rows": {("head", 2, 3): [512, {"experts": "eight"}]}},
+            r"row 11 \(SparseMoE\): 'experts' must be an integer, got 'eight'",
+        ),
+        (
+            {"rows": {("head", 2, 3): [512, {"experts": 32, "top_k": 2.7}]}},
+            r"row 11 \(SparseMoE\): 'top_k' must be an integer or null, got 2.7",
+        ),
+        (
+            {"rows": {("head", 0, 3): [256, {"curvature": "high"}]}},
+            r"row 9 \(HyperbolicAlign\): 'curvature' must be a number, got 'high'",
+        ),
         ({"rows": {("head", 2, 2): "SparseMOE"}}, r"row 11: unknown layer 'SparseMOE'; did you mean SparseMoE\?$"),
         ({"rows": {("head", 1, 2): "Conv2D"}}, r"row 10: unknown layer 'Conv2D'; did you mean Conv2"),
     ],

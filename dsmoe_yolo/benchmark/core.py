@@ -32,8 +32,15 @@ def _evaluate_run(run: Run, error: str | None, cfg: dict, failures: list) -> tup
 
     history = runs.read_results(run.dir)
     times = runs.epoch_times(history)
-    row = {"model": run.model, "seed": run.seed, "dir": str(run.dir), "weights": None, "status": "ok",
-           "epochs": len(history) or None, "s_per_epoch": sum(times) / len(times) if times else None}
+    row = {
+        "model": run.model,
+        "seed": run.seed,
+        "dir": str(run.dir),
+        "weights": None,
+        "status": "ok",
+        "epochs": len(history) or None,
+        "s_per_epoch": sum(times) / len(times) if times else None,
+    }
     weights = _weights(run)
     if error is None and weights is None:
         error = f"no checkpoint in {run.dir / 'weights'}"
@@ -74,7 +81,9 @@ def _measure_model(run: Run, weights: Path, cfg: dict, failures: list) -> dict:
             out["onnx"] = str(onnx_latency.export_onnx(weights, imgsz))
             stage = "ORT latency"
             torch.set_num_threads(threads)
-            LOGGER.info(f"benchmark: timing {run.model}: ONNX Runtime CPU, {report.threads_text(threads)}, median of {n}")
+            LOGGER.info(
+                f"benchmark: timing {run.model}: ONNX Runtime CPU, {report.threads_text(threads)}, median of {n}"
+            )
             out["latency_ort_ms"] = onnx_latency.ort_latency(Path(out["onnx"]), imgsz, n, threads)
     except Exception as e:
         message = _message(e)
@@ -153,23 +162,52 @@ def run_benchmark(
     model_list, seed_list = checked["models"], checked["seeds"]
     run_dir = settings.make_run_dir(project, name, exist_ok)
     train_args = settings.train_args(
-        checked, data, device=device, workers=workers, fraction=fraction, optimizer=optimizer, patience=patience,
-        nbs=nbs, lr0=lr0,
+        checked,
+        data,
+        device=device,
+        workers=workers,
+        fraction=fraction,
+        optimizer=optimizer,
+        patience=patience,
+        nbs=nbs,
+        lr0=lr0,
     )
     all_runs = settings.make_runs(model_list, seed_list, run_dir)
     for run in all_runs:  # before anything trains: an existing folder must hold the same experiment
         runs.check_recorded_args(run.dir, run.model, {**train_args, "seed": run.seed, "deterministic": True})
     seed_arg = {"seeds": seed_list} if seeds not in (None, "") else {"seed": seed_list[0]}
     command = report.command_line(
-        {"data": data, "models": model_list, "epochs": checked["epochs"], "imgsz": checked["imgsz"],
-         "batch": checked["batch"], **seed_arg, "device": device, "workers": workers, "project": str(run_dir.parent),
-         "name": run_dir.name, "exist_ok": True, "fraction": fraction, "latency_runs": checked["latency_runs"],
-         "optimizer": optimizer, "lr0": lr0, "patience": patience, "onnx": bool(onnx), "nbs": nbs,
-         "jobs": checked["jobs"]}
+        {
+            "data": data,
+            "models": model_list,
+            "epochs": checked["epochs"],
+            "imgsz": checked["imgsz"],
+            "batch": checked["batch"],
+            **seed_arg,
+            "device": device,
+            "workers": workers,
+            "project": str(run_dir.parent),
+            "name": run_dir.name,
+            "exist_ok": True,
+            "fraction": fraction,
+            "latency_runs": checked["latency_runs"],
+            "optimizer": optimizer,
+            "lr0": lr0,
+            "patience": patience,
+            "onnx": bool(onnx),
+            "nbs": nbs,
+            "jobs": checked["jobs"],
+        }
     )
     threads = torch.get_num_threads()  # the caller's setting, before Ultralytics' select_device changes it
-    cfg = {"train": train_args, "seeds": seed_list, "latency_runs": checked["latency_runs"], "onnx": bool(onnx),
-           "command": command, "threads": threads}
+    cfg = {
+        "train": train_args,
+        "seeds": seed_list,
+        "latency_runs": checked["latency_runs"],
+        "onnx": bool(onnx),
+        "command": command,
+        "threads": threads,
+    }
     LOGGER.info(f"DS-MoE benchmark: {len(model_list)} models x {len(seed_list)} seeds on {data} -> {run_dir}")
 
     jobs = checked["jobs"]
@@ -189,7 +227,9 @@ def run_benchmark(
         run_rows.append(row)
         per_class += classes
         curves.append((run.model, run.seed, history))
-    for model in model_list:  # size and latency once per model, from its first seed that trained (one that validated first)
+    for (
+        model
+    ) in model_list:  # size and latency once per model, from its first seed that trained (one that validated first)
         mine = [(run, row) for run, row in zip(all_runs, run_rows) if run.model == model and row["weights"]]
         mine.sort(key=lambda pair: pair[1]["status"] != "ok")
         if mine:
@@ -201,10 +241,19 @@ def run_benchmark(
     chart = plot_runs(curves, run_dir / "benchmark.png")
     out = report.write_outputs(run_dir, rows, run_rows, per_class, dataset, cfg, threads, chart)
     LOGGER.info(f"\nDS-MoE benchmark results ({run_dir}):\n{out['table']}")
-    LOGGER.info(f"Results saved to {out['markdown']}, {out['csv']}, {out['per_class_csv']}" + (f" and {chart}" if chart else ""))
+    LOGGER.info(
+        f"Results saved to {out['markdown']}, {out['csv']}, {out['per_class_csv']}" + (f" and {chart}" if chart else "")
+    )
     if failures:
         failed = "; ".join(f"{f['model']} seed {f['seed']} ({f['stage']}: {f['error']})" for f in failures)
         LOGGER.warning(f"benchmark: {len(failures)} failure(s): {failed}")
     paths = {k: v for k, v in out.items() if k != "table"}
-    return {"rows": rows, "runs": run_rows, "per_class": per_class, "failures": failures, "save_dir": run_dir,
-            "chart": chart, **paths}
+    return {
+        "rows": rows,
+        "runs": run_rows,
+        "per_class": per_class,
+        "failures": failures,
+        "save_dir": run_dir,
+        "chart": chart,
+        **paths,
+    }

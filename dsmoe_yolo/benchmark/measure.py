@@ -16,8 +16,16 @@ def _val(weights: Path, out: Path, args: dict) -> tuple[dict, list[dict]]:
     from ultralytics import YOLO
 
     metrics = YOLO(str(weights)).val(
-        data=args["data"], imgsz=args["imgsz"], batch=args["batch"], device=args["device"], workers=args["workers"],
-        split="val", project=str(out.parent), name=out.name, exist_ok=True, plots=False,
+        data=args["data"],
+        imgsz=args["imgsz"],
+        batch=args["batch"],
+        device=args["device"],
+        workers=args["workers"],
+        split="val",
+        project=str(out.parent),
+        name=out.name,
+        exist_ok=True,
+        plots=False,
     )
     box, names = metrics.box, metrics.names
     summary = {"mAP50": float(box.map50), "mAP50-95": float(box.map), "P": float(box.mp), "R": float(box.mr)}
@@ -34,8 +42,14 @@ def evaluate(weights: Path, out: Path, args: dict) -> tuple[dict, list[dict]]:
     Re-running a finished benchmark then re-evaluates only runs whose checkpoint changed.
     """
     stat = weights.stat()
-    key = {"weights": str(weights), "mtime_ns": stat.st_mtime_ns, "size": stat.st_size,
-           "data": args["data"], "imgsz": args["imgsz"], "batch": args["batch"]}
+    key = {
+        "weights": str(weights),
+        "mtime_ns": stat.st_mtime_ns,
+        "size": stat.st_size,
+        "data": args["data"],
+        "imgsz": args["imgsz"],
+        "batch": args["batch"],
+    }
     cache = out / "metrics.json"
     if cache.is_file():
         try:

@@ -16,7 +16,9 @@ def export_onnx(weights: Path, imgsz: int) -> Path:
     """Export ``weights`` to ONNX (opset 19, static 1x3ximgszximgsz, not simplified) next to it."""
     from ultralytics import YOLO
 
-    out = YOLO(str(weights)).export(format="onnx", opset=OPSET, imgsz=imgsz, simplify=False, dynamic=False, device="cpu")
+    out = YOLO(str(weights)).export(
+        format="onnx", opset=OPSET, imgsz=imgsz, simplify=False, dynamic=False, device="cpu"
+    )
     return Path(out)
 
 

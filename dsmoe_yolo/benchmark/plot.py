@@ -27,8 +27,12 @@ def plot_runs(curves: list[tuple[str, int, list[dict]]], out: Path) -> Path | No
     colours = [f"C{i % 10}" for i in range(len(models))]
     for model, seed, rows in curves:
         ax.plot(
-            [r["epoch"] for r in rows], [r[MAP_COLUMN] for r in rows], color=colours[models.index(model)],
-            linestyle=_STYLES[seeds.index(seed) % len(_STYLES)], linewidth=1.4, label=f"{model} seed {seed}",
+            [r["epoch"] for r in rows],
+            [r[MAP_COLUMN] for r in rows],
+            color=colours[models.index(model)],
+            linestyle=_STYLES[seeds.index(seed) % len(_STYLES)],
+            linewidth=1.4,
+            label=f"{model} seed {seed}",
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation mAP50-95")

@@ -33,10 +33,20 @@ COLUMNS = (
 )
 # (row key, header) of benchmark.csv: one row per model and seed (params, GFLOPs and latency repeat the model's).
 RUN_COLUMNS = (
-    *COLUMNS[:1], ("seed", "seed"), *(c for c in COLUMNS[1:] if c[0] != "seeds"), ("dir", "run dir"),
+    *COLUMNS[:1],
+    ("seed", "seed"),
+    *(c for c in COLUMNS[1:] if c[0] != "seeds"),
+    ("dir", "run dir"),
 )
-_DIGITS = {"params_M": 2, "GFLOPs": 3, "GFLOPs_thop": 3, "latency_torch_ms": 1, "latency_ort_ms": 1, "epochs": 0,
-           "s_per_epoch": 1}
+_DIGITS = {
+    "params_M": 2,
+    "GFLOPs": 3,
+    "GFLOPs_thop": 3,
+    "latency_torch_ms": 1,
+    "latency_ort_ms": 1,
+    "epochs": 0,
+    "s_per_epoch": 1,
+}
 _TEXT = ("model", "status", "dir")
 
 
@@ -143,7 +153,13 @@ def _write_csv(path: Path, fieldnames: list[str], rows: list[dict]) -> None:
 
 
 def write_outputs(
-    run_dir: Path, rows: list[dict], runs: list[dict], per_class: list[dict], data: dict, cfg: dict, threads: int,
+    run_dir: Path,
+    rows: list[dict],
+    runs: list[dict],
+    per_class: list[dict],
+    data: dict,
+    cfg: dict,
+    threads: int,
     chart: Path | None,
 ) -> dict:
     """Write benchmark.md, benchmark.csv and per_class_ap.csv; return their paths and the main table."""
@@ -154,7 +170,8 @@ def write_outputs(
         "mAP50, mAP50-95, P, R (val split, best.pt), epochs trained and wall s/epoch (results.csv): mean ± sample "
         "standard deviation over the seeds listed (one value where one seed). Params, GFLOPs and latency are per "
         "model, measured once on one seed's best.pt ("
-        + ", ".join(f"{m}: seed {s}" for m, s in measured.items() if s is not None) + ")."
+        + ", ".join(f"{m}: seed {s}" for m, s in measured.items() if s is not None)
+        + ")."
     )
     chart_md = f"![validation mAP50-95 per epoch]({chart.name})\n\n" if chart else ""
     md = run_dir / "benchmark.md"
@@ -167,9 +184,7 @@ def write_outputs(
         encoding="utf-8",
     )
     by_model = {r["model"]: r for r in rows}
-    per_run = [
-        {**{k: by_model[r["model"]].get(k) for k, _ in COLUMNS[1:6]}, **r} for r in runs
-    ]
+    per_run = [{**{k: by_model[r["model"]].get(k) for k, _ in COLUMNS[1:6]}, **r} for r in runs]
     main_csv = run_dir / "benchmark.csv"
     _write_csv(main_csv, [h for _, h in RUN_COLUMNS], [{h: r.get(k) for k, h in RUN_COLUMNS} for r in per_run])
     class_csv = run_dir / "per_class_ap.csv"

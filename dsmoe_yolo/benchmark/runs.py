@@ -28,7 +28,19 @@ __all__ = ("run_state", "check_recorded_args", "read_results", "epoch_times", "l
 # train args the benchmark sets whose recorded value must match (device and workers may differ: Ultralytics lets a
 # resumed run change them, and they do not change what is trained).
 AUTO_CHOICES = ("AdamW", "MuSGD", "SGD")  # what optimizer=auto resolves to in Ultralytics 8.4 (SGD before MuSGD)
-COMPARED = ("data", "epochs", "imgsz", "batch", "seed", "fraction", "optimizer", "patience", "nbs", "lr0", "deterministic")
+COMPARED = (
+    "data",
+    "epochs",
+    "imgsz",
+    "batch",
+    "seed",
+    "fraction",
+    "optimizer",
+    "patience",
+    "nbs",
+    "lr0",
+    "deterministic",
+)
 
 
 def _checkpoint_epochs(last: Path) -> tuple[int, int] | None:

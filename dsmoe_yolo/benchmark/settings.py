@@ -132,9 +132,16 @@ def make_runs(models: list[str], seeds: list[int], run_dir: Path) -> list[Run]:
 def train_args(checked: dict, data: Any, **kw: Any) -> dict:
     """The Ultralytics train arguments every run shares (without ``seed``, which each run sets)."""
     out = {
-        "data": str(data), "epochs": checked["epochs"], "imgsz": checked["imgsz"], "batch": checked["batch"],
-        "device": kw["device"], "workers": int(kw["workers"]), "fraction": float(kw["fraction"]),
-        "optimizer": str(kw["optimizer"]), "patience": int(kw["patience"]), "nbs": int(kw["nbs"]),
+        "data": str(data),
+        "epochs": checked["epochs"],
+        "imgsz": checked["imgsz"],
+        "batch": checked["batch"],
+        "device": kw["device"],
+        "workers": int(kw["workers"]),
+        "fraction": float(kw["fraction"]),
+        "optimizer": str(kw["optimizer"]),
+        "patience": int(kw["patience"]),
+        "nbs": int(kw["nbs"]),
     }
     if kw.get("lr0") is not None:
         out["lr0"] = float(kw["lr0"])

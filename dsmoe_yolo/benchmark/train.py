@@ -76,7 +76,9 @@ class Worker:
         self.log = log
         with open(log, "ab") as f:
             self.process = subprocess.Popen(
-                worker_command(model, train_dir, args, resume), stdout=f, stderr=subprocess.STDOUT,
+                worker_command(model, train_dir, args, resume),
+                stdout=f,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
 
@@ -88,7 +90,7 @@ class Worker:
         if rc == 0:
             return ""
         lines = [x.strip() for x in self.log.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
-        errors = [x[len(ERROR_PREFIX):] for x in lines if x.startswith(ERROR_PREFIX)]
+        errors = [x[len(ERROR_PREFIX) :] for x in lines if x.startswith(ERROR_PREFIX)]
         return errors[-1] if errors else f"worker exited with code {rc}: {lines[-1] if lines else '(no output)'}"
 
 

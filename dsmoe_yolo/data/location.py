@@ -23,7 +23,10 @@ SOURCE_ROOT = DATASETS_DIR.parent  # the checkout (editable install) or the inst
 
 def user_datasets_dir() -> Path:
     """``$DSMOE_CACHE_DIR/datasets`` (default ``$XDG_CACHE_HOME/dsmoe_yolo/datasets``, i.e. ``~/.cache/...``)."""
-    root = os.environ.get("DSMOE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsmoe_yolo"
+    root = (
+        os.environ.get("DSMOE_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsmoe_yolo"
+    )
     return Path(root).expanduser() / "datasets"
 
 
@@ -51,7 +54,9 @@ def relocated_dataset_yaml(bundled: Path, datasets_dir: Path, log=None) -> Path:
     doc["path"] = str(target_dir / str(rel))
     out = target_dir / bundled.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# Written by dsmoe_yolo from {bundled}: 'path' moved out of the source tree.\n" + yaml.safe_dump(doc, sort_keys=False)
+    text = f"# Written by dsmoe_yolo from {bundled}: 'path' moved out of the source tree.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
     if not out.is_file() or out.read_text(encoding="utf-8") != text:
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")

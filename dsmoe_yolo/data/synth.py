@@ -110,14 +110,26 @@ class _Board:
             r, n = max(2, w // 2), int(rng.integers(2, 4))
             for k in range(n):
                 cv2.circle(self.img, (x + k * (r + 2), y + side * (w // 2)), r, MASK, -1)
-            self._box(2, x - r - 1, y + min(0, side) * (w // 2 + r) - 1, x + n * (r + 2) + 1, y + max(0, side) * (w // 2 + r) + 1)
+            self._box(
+                2,
+                x - r - 1,
+                y + min(0, side) * (w // 2 + r) - 1,
+                x + n * (r + 2) + 1,
+                y + max(0, side) * (w // 2 + r) + 1,
+            )
         elif cls == 3 and t:  # spur: sliver out of one edge
             y, x0, x1, w = t
             x, side = int(rng.integers(x0 + 8, max(x0 + 9, x1 - 8))), 1 if rng.random() < 0.5 else -1
             length, dx = int(rng.integers(5, 14)), int(rng.integers(-5, 6))
             tip = (x + dx, y + side * (w // 2 + length))
             cv2.line(self.img, (x, y + side * (w // 2)), tip, COPPER, int(rng.integers(1, 3)))
-            self._box(3, min(x, tip[0]) - 3, min(y + side * w // 2, tip[1]) - 2, max(x, tip[0]) + 3, max(y + side * w // 2, tip[1]) + 2)
+            self._box(
+                3,
+                min(x, tip[0]) - 3,
+                min(y + side * w // 2, tip[1]) - 2,
+                max(x, tip[0]) + 3,
+                max(y + side * w // 2, tip[1]) + 2,
+            )
         elif cls == 4:  # spurious copper: isolated blob
             r = int(rng.integers(3, 10))
             spot = self._free_spot(r)
@@ -139,7 +151,9 @@ class _Board:
         return cv2.GaussianBlur(img, (3, 3), 0.6)
 
 
-def make_image(seed: int, index: int, size: int = 320, draw_size: int | None = None) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
+def make_image(
+    seed: int, index: int, size: int = 320, draw_size: int | None = None
+) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
     """Return one board image (HxWx3 BGR uint8) and its YOLO labels ``(cls, cx, cy, w, h)`` (normalised).
 
     The board is drawn at ``draw_size`` px (default ``size``) and resized to ``size``: a smaller ``draw_size`` gives
@@ -161,11 +175,16 @@ def make_image(seed: int, index: int, size: int = 320, draw_size: int | None = N
     img = board.finish()
     if draw != size:
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-    labels = [(c, (x0 + x1) / 2 / draw, (y0 + y1) / 2 / draw, (x1 - x0) / draw, (y1 - y0) / draw) for c, x0, y0, x1, y1 in board.boxes]
+    labels = [
+        (c, (x0 + x1) / 2 / draw, (y0 + y1) / 2 / draw, (x1 - x0) / draw, (y1 - y0) / draw)
+        for c, x0, y0, x1, y1 in board.boxes
+    ]
     return img, labels
 
 
-def generate(root: str | Path, n_train: int = 200, n_val: int = 50, size: int = 320, seed: int = 0, draw_size: int | None = None) -> Path:
+def generate(
+    root: str | Path, n_train: int = 200, n_val: int = 50, size: int = 320, seed: int = 0, draw_size: int | None = None
+) -> Path:
     """Write the synthetic set under ``root`` (``images/{train,val}``, ``labels/{train,val}``); return ``root``.
 
     Deterministic for a given ``(n_train, n_val, size, seed, draw_size)`` (``draw_size``: see ``make_image``), recorded
@@ -176,7 +195,9 @@ def generate(root: str | Path, n_train: int = 200, n_val: int = 50, size: int = 
     """
     root = Path(root)
     t0 = time.time()
-    spec = json.dumps({"n_train": n_train, "n_val": n_val, "size": size, "seed": seed, "draw_size": draw_size}, sort_keys=True)
+    spec = json.dumps(
+        {"n_train": n_train, "n_val": n_val, "size": size, "seed": seed, "draw_size": draw_size}, sort_keys=True
+    )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
     try:

@@ -58,8 +58,22 @@ LAYERS: dict[str, type] = {
 __all__ = ("LAYERS", "YAMLLayer", "aux_outputs", "pop_aux_outputs", *LAYERS)
 
 _SUBMODULES = (
-    "aggregation", "base", "broadcast", "cbam", "ensemble", "experts", "fusion", "gamma", "gate", "hyperbolic",
-    "mobilesam", "moe", "pick", "residual", "resnet", "text",
+    "aggregation",
+    "base",
+    "broadcast",
+    "cbam",
+    "ensemble",
+    "experts",
+    "fusion",
+    "gamma",
+    "gate",
+    "hyperbolic",
+    "mobilesam",
+    "moe",
+    "pick",
+    "residual",
+    "resnet",
+    "text",
 )
 
 

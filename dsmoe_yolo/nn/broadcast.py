@@ -98,7 +98,9 @@ class SpaceBroadcast(YAMLLayer):
         self.max_dilation = float(max_dilation)
         self.log_c = nn.Parameter(torch.tensor(math.log(curvature)))
         taps = torch.arange(k, dtype=torch.float32) - k // 2
-        grid = torch.stack(torch.meshgrid(taps, taps, indexing="ij"), -1).reshape(1, 2 * k * k, 1, 1)  # (dy, dx) per tap
+        grid = torch.stack(torch.meshgrid(taps, taps, indexing="ij"), -1).reshape(
+            1, 2 * k * k, 1, 1
+        )  # (dy, dx) per tap
         self.register_buffer("grid", grid, persistent=False)
 
     @property
@@ -124,7 +126,9 @@ class SpaceBroadcast(YAMLLayer):
             lim = float(max(feats.shape[2:]))
             offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
         with torch.autocast(device_type=fm.device.type, enabled=False):  # fp32: CPU kernels lack bf16/fp16
-            y = deform_conv2d(fm.float(), offset.float(), self.weight.float(), None, padding=self.k // 2, mask=mask.float())
+            y = deform_conv2d(
+                fm.float(), offset.float(), self.weight.float(), None, padding=self.k // 2, mask=mask.float()
+            )
         y = y.to(fm.dtype)
         y = self.act(self.bn(y))
         return y + feats if self.residual else y

@@ -27,7 +27,9 @@ class ChannelAttention(nn.Module):
     def __init__(self, c: int, reduction: int = 16):
         super().__init__()
         hidden = max(c // reduction, 8)
-        self.mlp = nn.Sequential(nn.Conv2d(c, hidden, 1, bias=False), nn.ReLU(inplace=True), nn.Conv2d(hidden, c, 1, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Conv2d(c, hidden, 1, bias=False), nn.ReLU(inplace=True), nn.Conv2d(hidden, c, 1, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the channel attention map (B, C, 1, 1) in [0, 1]."""

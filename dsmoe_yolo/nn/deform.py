@@ -27,7 +27,9 @@ def _sample_grid(offset: torch.Tensor, k: int, h_out: int, w_out: int, h: int, w
     dev, dt = offset.device, offset.dtype
     ys = torch.arange(h_out, device=dev, dtype=dt) * stride - pad  # (h_out,)
     xs = torch.arange(w_out, device=dev, dtype=dt) * stride - pad
-    ky, kx = torch.meshgrid(torch.arange(k, device=dev, dtype=dt) * dil, torch.arange(k, device=dev, dtype=dt) * dil, indexing="ij")
+    ky, kx = torch.meshgrid(
+        torch.arange(k, device=dev, dtype=dt) * dil, torch.arange(k, device=dev, dtype=dt) * dil, indexing="ij"
+    )
     off = offset.view(b, k * k, 2, h_out, w_out)
     py = ys[None, None, :, None] + ky.reshape(1, -1, 1, 1) + off[:, :, 0]  # (B, kk, h_out, w_out) pixel rows
     px = xs[None, None, None, :] + kx.reshape(1, -1, 1, 1) + off[:, :, 1]

@@ -34,7 +34,9 @@ class InputGamma(nn.Module):
     def __init__(self, gamma: float = 1.5, gain: float = 1.0):
         super().__init__()
         if gamma <= 0 or gain <= 0:
-            raise ValueError(f"gamma preprocessing needs gamma > 0 and gamma_gain > 0, got gamma={gamma}, gamma_gain={gain}")
+            raise ValueError(
+                f"gamma preprocessing needs gamma > 0 and gamma_gain > 0, got gamma={gamma}, gamma_gain={gain}"
+            )
         self.gamma, self.gain = float(gamma), float(gain)
 
     def forward(self, module: nn.Module | None, args: tuple) -> tuple:

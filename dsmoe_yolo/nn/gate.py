@@ -130,8 +130,15 @@ class ExpertGate(nn.Module):
     """
 
     def __init__(
-        self, c_vis: int, d_text: int, n_experts: int, top_k: int | None = None, hidden: int = 128, tau: float = 0.1,
-        noise: float = 0.5, heads: int = 4,
+        self,
+        c_vis: int,
+        d_text: int,
+        n_experts: int,
+        top_k: int | None = None,
+        hidden: int = 128,
+        tau: float = 0.1,
+        noise: float = 0.5,
+        heads: int = 4,
     ):
         super().__init__()
         self.n_experts = n_experts
@@ -180,7 +187,9 @@ class ExpertGate(nn.Module):
         attn = torch.softmax(torch.einsum("kad,badn->bkan", th, ph) * head_scale, dim=-1)  # (B, nc, H, HW)
         evidence = torch.einsum("bkan,badn->bad", attn, ph).reshape(b, -1) / t.shape[0]  # mean over classes
         v = self.centre(self.visual(self.descriptor(pooled)) + self.evidence_out(evidence))
-        back = torch.softmax(torch.einsum("bad,kad->bak", v.reshape(b, heads, -1), th) * head_scale, dim=-1)  # (B, H, nc)
+        back = torch.softmax(
+            torch.einsum("bad,kad->bak", v.reshape(b, heads, -1), th) * head_scale, dim=-1
+        )  # (B, H, nc)
         tbar = self.text_out(torch.einsum("bak,kad->bad", back, th).reshape(b, -1))
         q = self.norm(v + v * tbar)
         return q @ self.keys(t).T * self.scale

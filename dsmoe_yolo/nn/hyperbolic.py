@@ -69,7 +69,12 @@ class HyperbolicAlign(YAMLLayer):
     text_inputs = (1,)
 
     def __init__(
-        self, c1: list[int], c2: int, curvature: float = 1.0, hierarchy: list[int] | None = None, margin: float = 0.1,
+        self,
+        c1: list[int],
+        c2: int,
+        curvature: float = 1.0,
+        hierarchy: list[int] | None = None,
+        margin: float = 0.1,
         groups: list[int] | None = None,
     ):
         super().__init__()

@@ -30,7 +30,13 @@ from ultralytics.nn.modules import C2f, Conv
 
 from dsmoe_yolo.nn.base import YAMLLayer
 
-__all__ = ("MobileSAMBackbone", "build_tinyvit_5m", "load_mobilesam_encoder", "resolve_mobilesam_weights", "PretrainedBatchNorm2d")
+__all__ = (
+    "MobileSAMBackbone",
+    "build_tinyvit_5m",
+    "load_mobilesam_encoder",
+    "resolve_mobilesam_weights",
+    "PretrainedBatchNorm2d",
+)
 
 TINYVIT_5M = dict(
     img_size=1024,
@@ -168,6 +174,7 @@ def load_mobilesam_encoder(encoder: nn.Module, weights: str | Path) -> None:
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
+
         def show(keys):
             return f"{len(keys)} ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
 

@@ -42,7 +42,12 @@ class ResNetBackbone(YAMLLayer):
         super().__init__()
         import torchvision
 
-        builders = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: torchvision.models.resnet50, 101: torchvision.models.resnet101}
+        builders = {
+            18: torchvision.models.resnet18,
+            34: torchvision.models.resnet34,
+            50: torchvision.models.resnet50,
+            101: torchvision.models.resnet101,
+        }
         if depth not in builders:
             raise ValueError(f"ResNetBackbone depth must be one of {sorted(builders)}, got {depth}")
         if len(c2) != 3:
@@ -51,7 +56,9 @@ class ResNetBackbone(YAMLLayer):
         if weights:
             path = Path(weights).expanduser()
             if not path.is_file():
-                raise FileNotFoundError(f"ResNet weights '{weights}' not found; pass a local torchvision state dict or null")
+                raise FileNotFoundError(
+                    f"ResNet weights '{weights}' not found; pass a local torchvision state dict or null"
+                )
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         if c1 != 3:
             net.conv1 = nn.Conv2d(c1, 64, 7, 2, 3, bias=False)

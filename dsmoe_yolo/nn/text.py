@@ -103,7 +103,9 @@ class ClassText(YAMLLayer):
             ConfigError: If ``embeddings`` is not a finite 2-D tensor, or its width differs from a trained model's.
         """
         if embeddings.ndim != 2 or not torch.isfinite(embeddings).all():
-            raise ConfigError(f"class embeddings must be a finite (nc, dim) tensor, got shape {tuple(embeddings.shape)}")
+            raise ConfigError(
+                f"class embeddings must be a finite (nc, dim) tensor, got shape {tuple(embeddings.shape)}"
+            )
         ref = self.proj[0].weight
         if embeddings.shape[1] != self.embed_dim:
             if self.is_bound:

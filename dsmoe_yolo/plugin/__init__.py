@@ -130,7 +130,11 @@ def expose_layers() -> None:
 
         for name, cls in LAYERS.items():
             existing = getattr(tasks, name, None)
-            if existing is not None and existing is not cls and not getattr(existing, "__module__", "").startswith("dsmoe_yolo"):
+            if (
+                existing is not None
+                and existing is not cls
+                and not getattr(existing, "__module__", "").startswith("dsmoe_yolo")
+            ):
                 raise RuntimeError(f"dsmoe_yolo: ultralytics.nn.tasks already defines '{name}'; refusing to shadow it")
             setattr(tasks, name, cls)
         hooks.allow_layer_classes()

@@ -19,7 +19,11 @@ CONFIG_KEYS = {
     "gamma_p": (0.0, "fraction", "(float) probability of the DS-MoE gamma photometric transform (0 = off)"),
     "gamma": (1.5, "float", "(float) gamma transform exponent bound: gamma' ~ gamma**U(-1, 1)"),
     "gamma_gain": (1.0, "float", "(float) gamma transform gain alpha: out = alpha * in**gamma'"),
-    "gamma_mode": ("augment", "str", "(str) gamma: 'augment' (random, train only) or 'preprocess' (paper: every image, gamma fixed)"),
+    "gamma_mode": (
+        "augment",
+        "str",
+        "(str) gamma: 'augment' (random, train only) or 'preprocess' (paper: every image, gamma fixed)",
+    ),
     "text_encoder": ("auto", "str", "(str) DS-MoE text encoder: auto, minilm, deepseek, a hub id or a local folder"),
 }
 
@@ -32,7 +36,11 @@ def _represent_default_data(dumper, data):
     return dumper.represent_str(str(data))
 
 
-for _dumper in (getattr(yaml, "CSafeDumper", None), yaml.SafeDumper, yaml.Dumper):  # args.yaml: saved before our callbacks run
+for _dumper in (
+    getattr(yaml, "CSafeDumper", None),
+    yaml.SafeDumper,
+    yaml.Dumper,
+):  # args.yaml: saved before our callbacks run
     if _dumper is not None:
         _dumper.add_representer(DefaultData, _represent_default_data)
 
@@ -89,5 +97,3 @@ def install_cli_errors(cfg) -> None:
 
     entrypoint._dsmoe_hook, entrypoint.stock = "full", stock
     cfg.entrypoint = entrypoint
-
-

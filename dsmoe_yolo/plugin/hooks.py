@@ -190,7 +190,9 @@ def install_trainer(module) -> None:
         from dsmoe_yolo.text.binding import bind_for_training
 
         bind_for_training(self)
-        install_input_gamma(self.model, self.args)  # gamma_mode=preprocess: the paper's fixed gamma travels with the model
+        install_input_gamma(
+            self.model, self.args
+        )  # gamma_mode=preprocess: the paper's fixed gamma travels with the model
 
     set_model_attributes._dsmoe_hook, set_model_attributes.stock = "full", stock
     cls.set_model_attributes = set_model_attributes

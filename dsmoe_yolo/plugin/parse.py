@@ -85,7 +85,13 @@ class _RowBuilder:
     def __init__(self, i: int, row: list, cls: type, d: dict, depth: float, width: float, max_channels: float):
         self.i, (self.f, self.n, self.name, raw_args) = i, row
         self.cls, self.yaml_name = cls, Path(str(d.get("yaml_file", "model.yaml"))).name
-        names = {"nc": d.get("nc"), "width": width, "depth": depth, "max_channels": max_channels, "scale": d.get("scale")}
+        names = {
+            "nc": d.get("nc"),
+            "width": width,
+            "depth": depth,
+            "max_channels": max_channels,
+            "scale": d.get("scale"),
+        }
         names.update({k: v for k, v in d.items() if isinstance(k, str) and k not in ("backbone", "head", "scales")})
         args = [self._resolve(a, names) for a in (raw_args or [])]
         self.kwargs = args.pop() if args and isinstance(args[-1], dict) else {}
@@ -139,9 +145,13 @@ class _RowBuilder:
             cls = layers.get(rows[j][2]) if 0 <= j < len(rows) and isinstance(rows[j][2], str) else None
             is_text = bool(cls and cls.produces_text)
             if pos in self.cls.text_inputs and not is_text:
-                self.fail(f"input {pos + 1} (from {src}) must be the ClassText row (class text), got {rows[j][2] if 0 <= j < len(rows) else src}")
+                self.fail(
+                    f"input {pos + 1} (from {src}) must be the ClassText row (class text), got {rows[j][2] if 0 <= j < len(rows) else src}"
+                )
             if pos not in self.cls.text_inputs and is_text:
-                self.fail(f"input {pos + 1} (from {src}) is the ClassText row, but this input takes a visual map; text goes at position {[p + 1 for p in self.cls.text_inputs]}")
+                self.fail(
+                    f"input {pos + 1} (from {src}) is the ClassText row, but this input takes a visual map; text goes at position {[p + 1 for p in self.cls.text_inputs]}"
+                )
 
     def standin(self) -> list:
         """The stock row standing in for this one while stock ``parse_model`` runs."""
@@ -169,7 +179,11 @@ class _RowBuilder:
         self.check_types(bound.arguments, skip=2 if self.c2 is not None else 1)
         try:
             make = lambda: self.cls(*args, **kwargs)  # noqa: E731
-            module = nn.Sequential(*(make() for _ in range(self.n))) if self.cls.yaml_channels == "same" and self.n > 1 else make()
+            module = (
+                nn.Sequential(*(make() for _ in range(self.n)))
+                if self.cls.yaml_channels == "same" and self.n > 1
+                else make()
+            )
         except (ValueError, TypeError, FileNotFoundError) as e:
             if isinstance(e, ConfigError):
                 raise
@@ -178,14 +192,25 @@ class _RowBuilder:
         return module, printed
 
 
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", type(None): "null"}
+_TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    type(None): "null",
+}
 
 
 def _allowed_types(hint) -> tuple:
     """The plain types an annotation allows (``int | None`` -> ``(int, NoneType)``); () if it is not that simple."""
     if hint is None:
         return ()
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+    args = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        else (hint,)
+    )
     plain = tuple(list if typing.get_origin(a) in (list, tuple) or a in (list, tuple) else a for a in args)
     return plain if all(t in _TYPE_WORDS for t in plain) else ()
 
@@ -204,7 +229,9 @@ def check_layer_names(d: dict, rows: list, tasks, layers: dict, only_close_to_ou
     Names with ``nn.`` / ``torchvision.ops.`` prefixes are left to stock code. With ``only_close_to_ours`` (a YAML with
     no DS-MoE row), only a name resembling a DS-MoE layer is reported, so stock YAMLs keep stock errors.
     """
-    stock = {n for n, o in vars(tasks).items() if isinstance(o, type) and issubclass(o, nn.Module) and not n.startswith("_")}
+    stock = {
+        n for n, o in vars(tasks).items() if isinstance(o, type) and issubclass(o, nn.Module) and not n.startswith("_")
+    }
     known = set(layers) | stock
     layer_like = known - {n for n in stock if issubclass(getattr(tasks, n), tasks.BaseModel)}  # not whole models
     lower = {n.lower(): n for n in layer_like}
@@ -282,7 +309,12 @@ def make_parse_model(stock_parse):
         for record in log.records:
             msg = record.getMessage()
             head = msg[:3].strip()
-            if head.isdigit() and int(head) in lines and msg[3:23].strip() and ("ChannelProbe" in msg or ".Index" in msg):
+            if (
+                head.isdigit()
+                and int(head) in lines
+                and msg[3:23].strip()
+                and ("ChannelProbe" in msg or ".Index" in msg)
+            ):
                 record.msg, record.args = lines[int(head)], ()
             LOGGER.handle(record)
         return model, save

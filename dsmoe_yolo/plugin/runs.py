@@ -34,7 +34,11 @@ def _is_stock(model) -> bool:
 def _plugin_args_removed(trainer):
     """While stock ``save_model`` runs: the trainer's and the EMA model's args without the plugin keys."""
     ema = getattr(getattr(trainer, "ema", None), "ema", None)
-    spaces = [ns if isinstance(ns, dict) else vars(ns) for ns in (trainer.args, getattr(ema, "args", None)) if isinstance(ns, dict) or hasattr(ns, "__dict__")]
+    spaces = [
+        ns if isinstance(ns, dict) else vars(ns)
+        for ns in (trainer.args, getattr(ema, "args", None))
+        if isinstance(ns, dict) or hasattr(ns, "__dict__")
+    ]
     removed = [{k: ns.pop(k) for k in CONFIG_KEYS if k in ns} for ns in spaces]
     changed = {k: v for k, v in (removed[0] if removed else {}).items() if v != CONFIG_KEYS[k][0]}
     if ema is not None and changed:
@@ -103,7 +107,12 @@ def install_resume_guard(module) -> None:
 
     def train(self, trainer=None, **kwargs):
         ckpt = getattr(self, "ckpt", None)
-        if kwargs.get("resume") is True and isinstance(ckpt, dict) and ckpt and not _is_stock(getattr(self, "model", None)):
+        if (
+            kwargs.get("resume") is True
+            and isinstance(ckpt, dict)
+            and ckpt
+            and not _is_stock(getattr(self, "model", None))
+        ):
             if ckpt.get("epoch", -1) < 0 or ckpt.get("optimizer") is None:
                 args = ckpt.get("train_args") or {}
                 raise ConfigError(

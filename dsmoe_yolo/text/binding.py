@@ -17,7 +17,15 @@ from torch import nn
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("bind_for_training", "bind_model", "bind_hierarchy", "class_texts", "set_classes", "resolve_embeddings", "transfer_text_meta")
+__all__ = (
+    "bind_for_training",
+    "bind_model",
+    "bind_hierarchy",
+    "class_texts",
+    "set_classes",
+    "resolve_embeddings",
+    "transfer_text_meta",
+)
 
 
 def class_texts(model: nn.Module) -> list:
@@ -57,7 +65,9 @@ def bind_model(model: nn.Module, embeddings: torch.Tensor, meta: dict) -> int:
     texts = class_texts(model)
     nc = getattr(getattr(model, "model", [None])[-1], "nc", None) if hasattr(model, "model") else None
     if nc is not None and len(embeddings) != nc:
-        raise ConfigError(f"{len(embeddings)} class embeddings for a model with nc={nc}; embed exactly the model's classes")
+        raise ConfigError(
+            f"{len(embeddings)} class embeddings for a model with nc={nc}; embed exactly the model's classes"
+        )
     for t in texts:
         t.bind(embeddings, meta)
     if isinstance(getattr(model, "yaml", None), dict) and "text_dim" in model.yaml:
@@ -68,7 +78,11 @@ def bind_model(model: nn.Module, embeddings: torch.Tensor, meta: dict) -> int:
 def transfer_text_meta(src: nn.Module, dst: nn.Module) -> None:
     """After a weight transfer, carry each ClassText's provenance over when its embeddings came along unchanged."""
     for a, b in zip(class_texts(src), class_texts(dst)):
-        if a.is_bound and a.embeddings.shape == b.embeddings.shape and torch.equal(a.embeddings.float().cpu(), b.embeddings.float().cpu()):
+        if (
+            a.is_bound
+            and a.embeddings.shape == b.embeddings.shape
+            and torch.equal(a.embeddings.float().cpu(), b.embeddings.float().cpu())
+        ):
             b.text_meta = dict(a.text_meta)
 
 
@@ -83,7 +97,9 @@ def bind_for_training(trainer) -> None:
         return
     names = [str(trainer.data["names"][i]) for i in range(len(trainer.data["names"]))]
     if all(t.is_bound and t.text_meta.get("names") == names for t in texts):
-        LOGGER.info(f"DS-MoE text: model already holds class embeddings for {names} ({texts[0].text_meta.get('encoder')})")
+        LOGGER.info(
+            f"DS-MoE text: model already holds class embeddings for {names} ({texts[0].text_meta.get('encoder')})"
+        )
         bind_hierarchy(model, texts[0].text_meta.get("source"), names)
         return
     device = str(trainer.device) if getattr(trainer, "device", None) is not None else None
@@ -123,7 +139,13 @@ def bind_hierarchy(model: nn.Module, source: str | None, names: list[str], log=N
     return groups
 
 
-def set_classes(model, names: list[str], embeddings: torch.Tensor | None = None, encoder: str = "auto", prompts: dict | str | None = None) -> None:
+def set_classes(
+    model,
+    names: list[str],
+    embeddings: torch.Tensor | None = None,
+    encoder: str = "auto",
+    prompts: dict | str | None = None,
+) -> None:
     """Change a DS-MoE model's classes: names, class text, and the detection head's class count.
 
     In the spirit of YOLO-World's ``set_classes``. Rows of the head's class convolutions are kept for names the model

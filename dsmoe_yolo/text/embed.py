@@ -26,7 +26,10 @@ FORMAT = 1
 
 def cache_dir() -> Path:
     """Root of the embedding cache (``DSMOE_CACHE_DIR`` or ``$XDG_CACHE_HOME/dsmoe_yolo``)."""
-    root = os.environ.get("DSMOE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsmoe_yolo"
+    root = (
+        os.environ.get("DSMOE_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsmoe_yolo"
+    )
     return Path(root) / "embeddings"
 
 
@@ -72,17 +75,25 @@ def load_embeddings_file(path: str | Path, names: list[str] | None = None) -> tu
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConfigError(f"embeddings file '{path}' is corrupted or not a dsmoe embeddings file ({type(e).__name__}); delete it and run 'dsmoe embed' again") from None
+        raise ConfigError(
+            f"embeddings file '{path}' is corrupted or not a dsmoe embeddings file ({type(e).__name__}); delete it and run 'dsmoe embed' again"
+        ) from None
     emb = payload.get("embeddings") if isinstance(payload, dict) else None
     if not isinstance(emb, torch.Tensor) or emb.ndim != 2 or not torch.isfinite(emb).all():
-        raise ConfigError(f"embeddings file '{path}' has no finite (nc, dim) 'embeddings' tensor; delete it and run 'dsmoe embed' again")
+        raise ConfigError(
+            f"embeddings file '{path}' has no finite (nc, dim) 'embeddings' tensor; delete it and run 'dsmoe embed' again"
+        )
     meta = {k: v for k, v in payload.items() if k not in ("embeddings", "format")}
     file_names = list(meta.get("names") or [])
     if names is not None:
         if len(emb) != len(names):
-            raise ConfigError(f"embeddings file '{path}' has {len(emb)} classes but the data has {len(names)} ({names}); run 'dsmoe embed data=...' for this data")
+            raise ConfigError(
+                f"embeddings file '{path}' has {len(emb)} classes but the data has {len(names)} ({names}); run 'dsmoe embed data=...' for this data"
+            )
         if file_names and file_names != list(names):
-            raise ConfigError(f"embeddings file '{path}' was made for classes {file_names}, the data has {list(names)}; run 'dsmoe embed data=...' for this data")
+            raise ConfigError(
+                f"embeddings file '{path}' was made for classes {file_names}, the data has {list(names)}; run 'dsmoe embed data=...' for this data"
+            )
     return emb.float(), meta
 
 
@@ -123,10 +134,14 @@ def embed_classes(
         if meta.get("prompts_sha") == digest and meta.get("encoder") == encoder_id:
             log(f"DS-MoE text: cached class embeddings ({encoder_id}, {len(names)} classes) from {file}")
             return emb, meta
-        log(f"DS-MoE text: prompts changed since {file} was written (hash {meta.get('prompts_sha')} -> {digest}); recomputing")
+        log(
+            f"DS-MoE text: prompts changed since {file} was written (hash {meta.get('prompts_sha')} -> {digest}); recomputing"
+        )
     encoder = TextEncoder(encoder_id, device=device)
     flat = [t for ts in texts for t in ts]
-    log(f"DS-MoE text: embedding {len(flat)} descriptions of {len(names)} classes with {encoder_id} on {encoder.device}")
+    log(
+        f"DS-MoE text: embedding {len(flat)} descriptions of {len(names)} classes with {encoder_id} on {encoder.device}"
+    )
     vectors = encoder.encode(flat, progress=progress)
     emb, start = [], 0
     for ts in texts:
@@ -154,5 +169,7 @@ def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[s
                 table = prompts_for(names, load_prompts(c), source=f"prompt file '{c}'")
                 log(f"DS-MoE text: class descriptions from {c} (named by the data YAML's 'prompts:')")
                 return dict(zip(names, table)), str(c)
-        raise ConfigError(f"data YAML '{yaml_file.name}' names prompts '{spec}', which was not found (looked in {', '.join(str(c.parent) for c in candidates)})")
+        raise ConfigError(
+            f"data YAML '{yaml_file.name}' names prompts '{spec}', which was not found (looked in {', '.join(str(c.parent) for c in candidates)})"
+        )
     return match_bundled_prompts(names, CFG_DIR / "prompts", yaml_file.name, template_prompts, log)

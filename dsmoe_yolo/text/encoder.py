@@ -100,7 +100,14 @@ class TextEncoder:
         ConfigError: If the model cannot be loaded (e.g. a hub id offline), saying how to get one.
     """
 
-    def __init__(self, model: str = "auto", device: str | None = None, dtype: torch.dtype | None = None, batch: int = 16, max_length: int = 128):
+    def __init__(
+        self,
+        model: str = "auto",
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        batch: int = 16,
+        max_length: int = 128,
+    ):
         from transformers import AutoModel
 
         self.model_id = resolve_encoder_id(model)
@@ -115,7 +122,9 @@ class TextEncoder:
             self.tokenizer = load_tokenizer(path)
             self.model = AutoModel.from_pretrained(path, dtype=dtype).to(self.device).eval()
         except (OSError, ValueError) as e:
-            raise ConfigError(f"text encoder '{self.model_id}' could not be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). {HOW_TO_GET_ONE}") from None
+            raise ConfigError(
+                f"text encoder '{self.model_id}' could not be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). {HOW_TO_GET_ONE}"
+            ) from None
         self.dim = int(self.model.config.hidden_size)
 
     @torch.no_grad()
@@ -128,7 +137,13 @@ class TextEncoder:
 
             starts = TQDM(starts, desc=f"Embedding with {Path(self.model_id).name}", total=len(starts))
         for i in starts:
-            tok = self.tokenizer(texts[i : i + self.batch], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            tok = self.tokenizer(
+                texts[i : i + self.batch],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             tok = {k: v.to(self.device) for k, v in tok.items()}
             hidden = self.model(**tok).last_hidden_state.float()  # (b, L, D)
             mask = tok["attention_mask"][..., None].float()

@@ -27,7 +27,16 @@ import yaml
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("load_prompts", "load_hierarchy", "hierarchy_groups", "prompts_for", "prompts_hash", "strip_reasoning", "parse_descriptions", "generate_prompts")
+__all__ = (
+    "load_prompts",
+    "load_hierarchy",
+    "hierarchy_groups",
+    "prompts_for",
+    "prompts_hash",
+    "strip_reasoning",
+    "parse_descriptions",
+    "generate_prompts",
+)
 
 THINK = re.compile(r"<think>.*?(</think>|$)", flags=re.S | re.I)
 SYSTEM = (
@@ -49,7 +58,9 @@ def load_prompts(path: str | Path) -> dict[str, list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"prompt file '{path}' not found; write one (see cfg/prompts/) or run 'dsmoe prompts data=...'")
+        raise ConfigError(
+            f"prompt file '{path}' not found; write one (see cfg/prompts/) or run 'dsmoe prompts data=...'"
+        )
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -94,7 +105,9 @@ def load_hierarchy(path: str | Path) -> dict[str, list[str]] | None:
                     f"prompt classes {list(prompts)}"
                 )
             if name in seen:
-                raise ConfigError(f"prompt file '{path}': class '{name}' is in hierarchy groups '{seen[name]}' and '{group}'; keep it in one")
+                raise ConfigError(
+                    f"prompt file '{path}': class '{name}' is in hierarchy groups '{seen[name]}' and '{group}'; keep it in one"
+                )
             seen[name] = str(group)
         out[str(group)] = [str(m) for m in members]
     return out
@@ -187,7 +200,9 @@ def generate_prompts(
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         ids = {k: v.to(device) for k, v in ids.items()}
         with torch.no_grad():
-            out = llm.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = llm.generate(
+                **ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
         answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         texts = parse_descriptions(answer, n)
         if not texts:
@@ -205,7 +220,9 @@ def write_prompts(path: str | Path, prompts: dict[str, list[str]], model: str, f
         f"# Class descriptions written by {model} with 'dsmoe prompts'. Review and edit them: they drive text guidance.",
     ]
     if fallbacks:
-        header.append(f"# The model gave no usable description for {', '.join(fallbacks)}: their entries are templates. EDIT THEM.")
+        header.append(
+            f"# The model gave no usable description for {', '.join(fallbacks)}: their entries are templates. EDIT THEM."
+        )
     body = yaml.safe_dump({"model": model, "prompts": prompts}, sort_keys=False, allow_unicode=True, width=120)
     path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
     return path

@@ -142,6 +142,8 @@ def deeppcb_boxes(path: str | Path) -> Annotation:
             x1, y1, x2, y2 = (float(f) for f in fields[:4])
             kind = str(int(float(fields[4])))
         except (ValueError, IndexError):
-            raise ConfigError(f"'{path}' line {i}: expected 'x1 y1 x2 y2 type', got '{line.strip()}'; fix the line") from None
+            raise ConfigError(
+                f"'{path}' line {i}: expected 'x1 y1 x2 y2 type', got '{line.strip()}'; fix the line"
+            ) from None
         objects.append(_ordered(kind, (x1, x2), (y1, y2)))
     return Annotation(path, objects)
