@@ -116,7 +116,7 @@ class SpaceBroadcast(YAMLLayer):
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Map [F (B, c, H, W), G (B, c_geo, H, W), T (nc, d)] to (B, c2, H, W)."""
         feats, geo, text = x
-        t = self.text(feats, text)[:, :, None, None].expand(-1, -1, *feats.shape[2:])
+        t = self.text.broadcast(feats, text)
         fm = torch.cat([feats, self.compress(geo)], 1)
         om = self.offset_pw(self.offset_dw(torch.cat([fm, t], 1)))
         kk = self.k * self.k

@@ -56,5 +56,5 @@ class HeterogeneousEnsemble(YAMLLayer):
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Map [S (B, c_s, H, W), Y (B, c_y, H, W), T (nc, d)] to E (B, c2, H, W)."""
         space, gated, text = x
-        t = self.text(gated, text)[:, :, None, None].expand(-1, -1, *gated.shape[2:])
+        t = self.text.broadcast(gated, text)
         return self.fuse(torch.cat([*(b(space) for b in self.branches), gated, t], 1))

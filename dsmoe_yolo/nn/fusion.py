@@ -42,6 +42,10 @@ class TextPool(nn.Module):
         attn = torch.softmax(q @ text.T * self.scale, dim=-1)  # (B, nc)
         return self.out(attn @ text)
 
+    def broadcast(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The pooled text vector of each image spread over its map: (B, c_out, H, W), for concatenation with F."""
+        return self(feats, text)[:, :, None, None].expand(-1, -1, *feats.shape[2:])
+
 
 class PlainTextFusion(YAMLLayer):
     """Ablation row B's text guidance: F + Conv1x1([F; broadcast(TextPool(F, T))]). Keeps F's shape.
@@ -69,5 +73,5 @@ class PlainTextFusion(YAMLLayer):
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Fuse [F (B, c, H, W), T (nc, d)] into (B, c, H, W)."""
         feats, text = x
-        t = self.pool(feats, text)[:, :, None, None].expand(-1, -1, *feats.shape[2:])
+        t = self.pool.broadcast(feats, text)
         return feats + self.mix(torch.cat([feats, t], 1))
