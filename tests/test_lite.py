@@ -108,3 +108,14 @@ def test_deform_conv_matches_torchvision(b, c, h, w, o, stride, dil):
     g_out = torch.autograd.grad(out.square().sum(), [x, off, mask, weight, bias])
     for a, e in zip(g_out, g_ref):
         assert torch.allclose(a, e, atol=1e-4, rtol=1e-3)
+
+
+def test_lite_p2_keeps_yolov8_p2_rows_and_detects_on_four_levels():
+    import ultralytics
+
+    lite = YOLO("dsmoe-lite-p2-yolov8n.yaml").model
+    stock = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8-p2.yaml").read_text())
+    rows = 28  # yolov8-p2.yaml rows 0-27, then Detect
+    assert [*lite.yaml["backbone"], *lite.yaml["head"]][:rows] == [*stock["backbone"], *stock["head"]][:rows]
+    head = lite.model[-1]
+    assert head.nl == 4 and lite.stride.tolist() == [4.0, 8.0, 16.0, 32.0] and head.f == [18, 21, 24, 34]
