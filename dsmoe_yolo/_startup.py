@@ -119,7 +119,9 @@ def _install_guard(tasks):
     def torch_safe_load(weight, *args, **kwargs):
         try:
             return stock_load(weight, *args, **kwargs)
-        except Exception:
+        except Exception as e:
+            if isinstance(e, ModuleNotFoundError) and str(e.name or "").startswith("dsmoe_yolo"):
+                raise  # the plugin is missing, not switched off: Ultralytics' own message says so
             if _is_dsmoe_checkpoint(weight):
                 raise RuntimeError(_off_message(f"'{weight}' is a DS-MoE checkpoint")) from None
             raise

@@ -15,14 +15,14 @@ def test_two_first_uses_at_once_both_get_the_set(tmp_path, monkeypatch):
     B had deleted."""
     root, real, calls = tmp_path / "dsmoe-synth", synth.make_image, []
 
-    def make_image(seed, index, size=320):
+    def make_image(seed, index, size=320, draw_size=None):
         calls.append(index)
         if len(calls) == 3:  # A has written two boards: B runs from start to finish now
             assert synth.generate(root, n_train=3, n_val=2, size=64) == root
             assert (
                 len([f for f in _files(root) if f.endswith((".png", ".txt"))]) == 10
             )  # B's set is in place while A writes
-        return real(seed, index, size)
+        return real(seed, index, size, draw_size)
 
     monkeypatch.setattr(synth, "make_image", make_image)
     assert synth.generate(root, n_train=3, n_val=2, size=64) == root
