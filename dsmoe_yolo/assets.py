@@ -6,6 +6,7 @@ an editable install runs from the source tree, where they sit next to the packag
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -40,3 +41,12 @@ def find_bundled(name: str) -> Path | None:
 def bundled_names(suffix: str = ".yaml") -> list[str]:
     """List bundled file names ending in ``suffix`` (for error messages)."""
     return sorted({p.name for folder in SEARCH_DIRS if folder.is_dir() for p in folder.glob(f"*{suffix}")})
+
+
+def cache_root() -> Path:
+    """dsmoe_yolo's user cache: ``$DSMOE_CACHE_DIR``, else ``$XDG_CACHE_HOME/dsmoe_yolo`` (default ``~/.cache/dsmoe_yolo``)."""
+    root = (
+        os.environ.get("DSMOE_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsmoe_yolo"
+    )
+    return Path(root).expanduser()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from dsmoe_yolo.assets import DATASETS_DIR
+from dsmoe_yolo.assets import DATASETS_DIR, cache_root
 
 __all__ = ("relocated_dataset_yaml", "user_datasets_dir")
 
@@ -23,11 +23,7 @@ SOURCE_ROOT = DATASETS_DIR.parent  # the checkout (editable install) or the inst
 
 def user_datasets_dir() -> Path:
     """``$DSMOE_CACHE_DIR/datasets`` (default ``$XDG_CACHE_HOME/dsmoe_yolo/datasets``, i.e. ``~/.cache/...``)."""
-    root = (
-        os.environ.get("DSMOE_CACHE_DIR")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsmoe_yolo"
-    )
-    return Path(root).expanduser() / "datasets"
+    return cache_root() / "datasets"
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from dsmoe_yolo.assets import cache_root
 from dsmoe_yolo.errors import ConfigError
 from dsmoe_yolo.text.encoder import TextEncoder, resolve_encoder_id
 from dsmoe_yolo.text.prompts import load_prompts, prompts_for, prompts_hash
@@ -25,12 +26,8 @@ FORMAT = 1
 
 
 def cache_dir() -> Path:
-    """Root of the embedding cache (``DSMOE_CACHE_DIR`` or ``$XDG_CACHE_HOME/dsmoe_yolo``)."""
-    root = (
-        os.environ.get("DSMOE_CACHE_DIR")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsmoe_yolo"
-    )
-    return Path(root) / "embeddings"
+    """Root of the embedding cache: ``embeddings/`` in dsmoe_yolo's user cache (``assets.cache_root``)."""
+    return cache_root() / "embeddings"
 
 
 def _cache_file(encoder_id: str, names: list[str]) -> Path:
