@@ -91,7 +91,7 @@ def _measure(yaml_name: str, runs: int, threads: int, onnx: bool, queue) -> None
     plugin.register()
     from ultralytics.nn.tasks import DetectionModel
 
-    from dsmoe_yolo.benchmark.measure import latency_input
+    from dsmoe_yolo.benchmark.measure import torch_latency
     from dsmoe_yolo.flops import count_gflops, count_params
 
     torch.set_num_threads(threads)
@@ -103,11 +103,9 @@ def _measure(yaml_name: str, runs: int, threads: int, onnx: bool, queue) -> None
         row["gflops_640"] = count_gflops(model, 640)
         row["train_step_ms"] = _train_step_ms(model, max(3, runs // 2))
         row["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        infer = DetectionModel(yaml_name, verbose=False).eval().fuse(verbose=False)
+        infer = DetectionModel(yaml_name, verbose=False)  # fresh: the train steps above moved BatchNorm statistics
         for s in (640, 224):
-            x = latency_input(s)
-            with torch.no_grad():
-                row[f"torch_{s}_ms"] = median_ms(lambda x=x: infer(x), runs)
+            row[f"torch_{s}_ms"] = torch_latency(infer, s, runs)
         if onnx:
             row["ort_640_ms"], row["ort_224_ms"] = _onnx_ms(yaml_name, (640, 224), runs, threads)
     except Exception as e:  # one failing model still leaves a table for the others
