@@ -55,3 +55,9 @@ def test_an_explicit_prompt_file_for_other_classes_is_named_in_the_error(tmp_pat
     (tmp_path / "mine.yaml").write_text("prompts:\n  scratch: [a thin bright line]\n")
     with pytest.raises(ConfigError, match="mine.yaml"):
         _resolve(["scratch", "crack"], tmp_path / "data.yaml", prompts="mine.yaml")
+
+
+def test_classes_spread_over_two_bundled_files_need_no_templates(tmp_path):
+    prompts, source, lines = _resolve(["open", "crazing"], tmp_path / "data.yaml")
+    assert "templates" not in source and "deeppcb.yaml" in source and "neu-det.yaml" in source
+    assert not any("templates" in line for line in lines), lines

@@ -24,7 +24,7 @@ def _bundled_files(folder: Path) -> list[tuple[Path, dict[str, list[str]]]]:
 
 
 def match_bundled_prompts(
-    names: list[str], folder: Path, data_name: str = "", templates=None, log=print
+    names: list[str], folder: Path, data_name: str, templates, log
 ) -> tuple[dict[str, list[str]], str]:
     """Descriptions for ``names`` from the prompt files in ``folder``.
 
@@ -57,7 +57,7 @@ def match_bundled_prompts(
         out[n] = source[1][w]
         used.append((n, source[0]))
     if missing:
-        out.update((templates or (lambda ns: {k: [k] for k in ns}))(missing))
+        out.update(templates(missing))
     if not used:
         log(
             f"DS-MoE text: no bundled prompt file knows the classes {list(names)}; using class-name templates. Write "
@@ -65,9 +65,7 @@ def match_bundled_prompts(
         )
         return out, "class-name templates"
     per_class = ", ".join(f"'{n}' from {p.name}" for n, p in used)
-    log(
-        f"DS-MoE text: bundled descriptions for {len(used)} of {len(names)} classes ({per_class}, in {folder}); "
-        f"class-name templates for {missing}"
-    )
-    files_used = sorted({str(p) for _, p in used})
-    return {n: out[n] for n in names}, " + ".join(files_used) + " + class-name templates"
+    rest = f"; class-name templates for {missing}" if missing else ""
+    log(f"DS-MoE text: bundled descriptions for {len(used)} of {len(names)} classes ({per_class}, in {folder}){rest}")
+    sources = sorted({str(p) for _, p in used}) + (["class-name templates"] if missing else [])
+    return {n: out[n] for n in names}, " + ".join(sources)
