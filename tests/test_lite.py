@@ -29,7 +29,7 @@ def test_rows_0_to_21_are_ultralytics_yolov8(scale):
     for i in range(STOCK_ROWS):
         shapes = lambda m: [tuple(p.shape) for p in m.parameters()]  # noqa: E731
         assert shapes(lite.model[i]) == shapes(stock.model[i]), f"row {i}"
-    assert type(lite.model[-1]).__name__ == "Detect" and lite.model[-1].f == [15, 18, 28]
+    assert type(lite.model[-1]).__name__ == "Detect" and lite.model[-1].f == [15, 18, 29]
 
 
 def test_dsmoe_lite_yaml_is_scale_s():
@@ -69,13 +69,13 @@ def test_lite_loaded_with_yolov8_starts_as_yolov8(tmp_path):
     lite = lite.model.eval()
     outs = {}
     lite.model[21].register_forward_hook(lambda m, i, o: outs.__setitem__("lite21", o))
-    lite.model[28].register_forward_hook(lambda m, i, o: outs.__setitem__("lite28", o))
+    lite.model[29].register_forward_hook(lambda m, i, o: outs.__setitem__("lite29", o))
     stock.model[21].register_forward_hook(lambda m, i, o: outs.__setitem__("stock21", o))
     x = torch.rand(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         lite(x), stock(x)
     assert torch.allclose(outs["lite21"], outs["stock21"], atol=1e-5)
-    assert torch.equal(outs["lite28"], outs["lite21"])  # the DS-MoE branch adds exactly zero at the start
+    assert torch.equal(outs["lite29"], outs["lite21"])  # the DS-MoE branch adds exactly zero at the start
 
 
 def test_zero_init_residual_is_identity_and_learns():
@@ -118,4 +118,4 @@ def test_lite_p2_keeps_yolov8_p2_rows_and_detects_on_four_levels():
     rows = 28  # yolov8-p2.yaml rows 0-27, then Detect
     assert [*lite.yaml["backbone"], *lite.yaml["head"]][:rows] == [*stock["backbone"], *stock["head"]][:rows]
     head = lite.model[-1]
-    assert head.nl == 4 and lite.stride.tolist() == [4.0, 8.0, 16.0, 32.0] and head.f == [18, 21, 24, 34]
+    assert head.nl == 4 and lite.stride.tolist() == [4.0, 8.0, 16.0, 32.0] and head.f == [18, 21, 24, 35]
