@@ -1,17 +1,23 @@
 """Cost of the model families side by side in one run: YOLOv8, DS-MoE lite and the full MobileSAM DS-MoE.
 
     dsmoe bench-models                                   # scales n,s; 1 thread; median of 10
-    dsmoe bench-models scales=n threads=2 runs=20 onnx=False
+    dsmoe bench-models scales=n threads=2 runs=20 onnx=False nc=80
 
-Per model (untrained weights; cost does not depend on them): parameters, GFLOPs at 640 (``torch.utils.flop_counter``),
-PyTorch CPU latency at 640 and 224 (1 image, eval, Conv+BN fused as ``yolo predict`` does), ONNX Runtime latency at
+Per model (untrained weights; cost does not depend on them), every model built for the same class count ``nc``
+(default 6, as NEU-DET and DeepPCB; the YAMLs' own defaults differ: 80 for yolov8.yaml, and the class count sets the
+width of YOLOv8's classification branch): parameters, GFLOPs at 640 (``torch.utils.flop_counter``),
+PyTorch CPU latency at 640 and 224 (1 image, eval, fused by ``fuse()`` and run under ``torch.inference_mode()`` as
+``yolo predict`` does), ONNX Runtime latency at
 640 and 224 (one dynamic-shape export per model, opset 19), one training step (forward + loss + backward, batch 8,
 320 px, the model's own criterion) and the peak resident memory of that training step. Each model runs in its own
-subprocess so its peak memory is its own. Ratios are against the YOLOv8 of the same scale measured in the same run.
+subprocess so its peak memory is its own; the latencies are then measured in one process with every model loaded,
+in interleaved rounds (one call of each model per round), so a machine whose speed drifts during the run affects
+every model alike. Ratios are against the YOLOv8 of the same scale measured in the same run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing as mp
 import resource
@@ -63,27 +69,22 @@ def _train_step_ms(model, runs: int, batch: int = 8, imgsz: int = 320) -> float:
     return median_ms(step, runs)
 
 
-def _onnx_ms(yaml_name: str, sizes: tuple[int, ...], runs: int, threads: int) -> list[float | None]:
-    """Export once (dynamic shapes) through Ultralytics' exporter and time ONNX Runtime at each size."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return [None for _ in sizes]
+def _export_onnx(yaml_name: str, nc: int, folder: Path, imgsz: int = 640) -> str:
+    """Export the untrained model (dynamic shapes, opset 19) through Ultralytics' exporter; return the file."""
     from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
 
-    from dsmoe_yolo.benchmark.onnx_latency import OPSET, ort_latency
+    from dsmoe_yolo.benchmark.onnx_latency import OPSET
 
-    with tempfile.TemporaryDirectory() as tmp:
-        pt = Path(tmp) / Path(yaml_name).with_suffix(".pt").name
-        YOLO(yaml_name).save(pt)
-        out = YOLO(str(pt)).export(
-            format="onnx", opset=OPSET, imgsz=max(sizes), dynamic=True, simplify=False, device="cpu"
-        )
-        return [ort_latency(Path(out), s, runs, threads) for s in sizes]
+    pt = folder / Path(yaml_name).with_suffix(".pt").name
+    model = YOLO(yaml_name)
+    model.model = DetectionModel(yaml_name, nc=nc, verbose=False)
+    model.save(pt)
+    return YOLO(str(pt)).export(format="onnx", opset=OPSET, imgsz=imgsz, dynamic=True, simplify=False, device="cpu")
 
 
-def _measure(yaml_name: str, runs: int, threads: int, onnx: bool, queue) -> None:
-    """Child process: every number for one model, sent back as a dict."""
+def _measure(yaml_name: str, runs: int, threads: int, onnx_dir: str | None, nc: int, queue) -> None:
+    """Child process: size, training step and peak memory of one model (and its ONNX file), sent back as a dict."""
     import torch
 
     import dsmoe_yolo.plugin as plugin
@@ -91,36 +92,83 @@ def _measure(yaml_name: str, runs: int, threads: int, onnx: bool, queue) -> None
     plugin.register()
     from ultralytics.nn.tasks import DetectionModel
 
-    from dsmoe_yolo.benchmark.measure import torch_latency
     from dsmoe_yolo.flops import count_gflops, count_params
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     row = {"model": yaml_name}
     try:
-        model = DetectionModel(yaml_name, verbose=False)
+        model = DetectionModel(yaml_name, nc=nc, verbose=False)
         row["params_M"] = count_params(model) / 1e6
         row["gflops_640"] = count_gflops(model, 640)
         row["train_step_ms"] = _train_step_ms(model, max(3, runs // 2))
         row["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        infer = DetectionModel(yaml_name, verbose=False)  # fresh: the train steps above moved BatchNorm statistics
-        for s in (640, 224):
-            row[f"torch_{s}_ms"] = torch_latency(infer, s, runs)
-        if onnx:
-            row["ort_640_ms"], row["ort_224_ms"] = _onnx_ms(yaml_name, (640, 224), runs, threads)
+        if onnx_dir:
+            try:
+                import onnxruntime  # noqa: F401
+
+                row["onnx"] = str(_export_onnx(yaml_name, nc, Path(onnx_dir)))
+            except ImportError:
+                pass
     except Exception as e:  # one failing model still leaves a table for the others
         row["error"] = f"{type(e).__name__}: {e}"
     queue.put(json.dumps(row))
 
 
-def _one(yaml_name: str, runs: int, threads: int, onnx: bool) -> dict:
+def _latencies(rows: list[dict], runs: int, threads: int, nc: int, queue) -> None:
+    """Child process: PyTorch and ONNX Runtime latency of every model at 640 and 224, measured side by side
+    (``interleaved_median_ms``), so that the ratios do not depend on when each model happened to run."""
+    import torch
+
+    import dsmoe_yolo.plugin as plugin
+
+    plugin.register()
+    from ultralytics.nn.tasks import DetectionModel
+
+    from dsmoe_yolo.benchmark.measure import latency_input
+    from dsmoe_yolo.timing import interleaved_median_ms
+
+    torch.set_num_threads(threads)
+    out: dict[str, dict] = {r["model"]: {} for r in rows if "error" not in r}
+    models = {}
+    for name in out:
+        torch.manual_seed(0)
+        models[name] = DetectionModel(name, nc=nc, verbose=False).eval().fuse(verbose=False)
+    sessions = {}
+    for r in rows:
+        if r.get("onnx"):
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            sessions[r["model"]] = ort.InferenceSession(
+                r["onnx"], sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+
+    def run_torch(model, x):
+        with torch.inference_mode():  # as Ultralytics' predictor and validator run
+            model(x)
+
+    for s in (640, 224):
+        x = latency_input(s)
+        timed = interleaved_median_ms({n: functools.partial(run_torch, m, x) for n, m in models.items()}, runs)
+        for n, ms in timed.items():
+            out[n][f"torch_{s}_ms"] = ms
+        feeds = {n: {sess.get_inputs()[0].name: x.numpy()} for n, sess in sessions.items()}
+        timed = interleaved_median_ms({n: functools.partial(sessions[n].run, None, feeds[n]) for n in sessions}, runs)
+        for n, ms in timed.items():
+            out[n][f"ort_{s}_ms"] = ms
+    queue.put(json.dumps(out))
+
+
+def _in_child(target, *args):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(yaml_name, runs, threads, onnx, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    row = json.loads(queue.get())
+    result = json.loads(queue.get())
     proc.join()
-    return row
+    return result
 
 
 COLUMNS = (
@@ -168,7 +216,12 @@ def table(rows: list[dict]) -> str:
 
 
 def run(
-    scales: str | list = "n,s", runs: int = 10, threads: int = 1, onnx: bool = True, models: str | list | None = None
+    scales: str | list = "n,s",
+    runs: int = 10,
+    threads: int = 1,
+    onnx: bool = True,
+    models: str | list | None = None,
+    nc: int = 6,
 ) -> list[dict]:
     """Measure every model (``models``, or the three families at each of ``scales``), print the tables, return rows."""
     scale_list = scales.split(",") if isinstance(scales, str) else list(scales)
@@ -178,11 +231,18 @@ def run(
         else [f.format(s=s) for s in scale_list for f in FAMILIES]
     )
     rows = []
-    for name in names:
-        print(f"bench-models: {name} ...", flush=True)
-        rows.append(_one(name, int(runs), int(threads), bool(onnx)))
+    with tempfile.TemporaryDirectory() as onnx_dir:
+        for name in names:
+            print(f"bench-models: {name} (size, train step, export) ...", flush=True)
+            rows.append(_in_child(_measure, name, int(runs), int(threads), onnx_dir if onnx else None, int(nc)))
+        print("bench-models: latency of every model, side by side ...", flush=True)
+        latency = _in_child(_latencies, rows, int(runs), int(threads), int(nc))
+    for r in rows:
+        r.pop("onnx", None)
+        r.update(latency.get(r["model"], {}))
     print(
-        f"\nModels side by side, CPU, {threads} thread(s), median of {runs} (train step: median of {max(3, int(runs) // 2)})\n"
+        f"\nModels side by side, CPU, {threads} thread(s), nc={nc}, median of {runs} interleaved rounds "
+        f"(train step: median of {max(3, int(runs) // 2)})\n"
     )
     print(table(rows))
     return rows

@@ -4,7 +4,7 @@
     dsmoe embed     data=neu-det.yaml [prompts=my.yaml model=auto out=neu-det_embeddings.pt device=cpu cache=True]
     dsmoe benchmark data=neu-det.yaml [models=dsmoe-yolov8n.yaml,yolov8n.yaml epochs=10 imgsz=640 seeds=0,1 jobs=2 ...]
     dsmoe bench-moe [batch=8 imgsz=640 runs=10 threads=2 models=n,s]
-    dsmoe bench-models [scales=n,s runs=10 threads=1 onnx=True models=a.yaml,b.yaml]
+    dsmoe bench-models [scales=n,s runs=10 threads=1 onnx=True models=a.yaml,b.yaml nc=6]
 
 `dsmoe COMMAND --help` describes one command.
 
@@ -48,7 +48,7 @@ COMMANDS = {
         "jobs",
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
-    "bench-models": ("scales", "runs", "threads", "onnx", "models"),
+    "bench-models": ("scales", "runs", "threads", "onnx", "models", "nc"),
 }
 HELP_MODULES = {  # module whose docstring documents the command
     "prompts": "dsmoe_yolo.text.prompts",

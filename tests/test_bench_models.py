@@ -23,9 +23,20 @@ def test_ratios_are_against_the_yolov8_of_the_same_scale():
 
 @pytest.mark.slow
 def test_one_model_measured_in_its_own_process(capsys):
-    rows = run(models="yolov8n.yaml", runs=1, onnx=False)
+    rows = run(models="yolov8n.yaml", runs=1, onnx=False, nc=80)  # Ultralytics' own yolov8n: 3.157 M at 80 classes
     row = rows[0]
     assert "error" not in row, row
     assert row["params_M"] == pytest.approx(3.157, abs=0.01) and row["gflops_640"] > 5
     assert row["torch_640_ms"] > 0 and row["train_step_ms"] > 0 and row["peak_rss_MB"] > 100
-    assert "| yolov8n | 3.16 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| yolov8n | 3.16 |" in out and "nc=80" in out
+
+
+def test_latencies_are_timed_in_interleaved_rounds():
+    from dsmoe_yolo.timing import interleaved_median_ms
+
+    calls = []
+    result = interleaved_median_ms({k: (lambda k=k: calls.append(k)) for k in "abc"}, runs=3, warmup=1)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # one call each per round, order rotating
+    assert set(result) == {"a", "b", "c"} and all(v >= 0 for v in result.values())

@@ -67,11 +67,16 @@ def cases():
     }
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["eval", "fused"])
 @pytest.mark.parametrize("name", list(cases()))
-def test_module_exports_and_matches_onnxruntime(name, tmp_path):
+def test_module_exports_and_matches_onnxruntime(name, fused, tmp_path):
     register_onnx_symbolics()
     model, specs = cases()[name]
     model.eval()
+    if fused:  # as Ultralytics' exporter does (model.fuse()): the layers' inference path is what gets traced
+        for m in model.modules():
+            if callable(getattr(m, "fuse_inference", None)):
+                m.fuse_inference()
     backbone = name.endswith("Backbone")
     sizes = [(64, 96), (96, 64)] if backbone else [(6, 8), (9, 5)]
     inputs = tuple(torch.rand(2, c, *sizes[0]) for (c,) in specs)

@@ -90,7 +90,8 @@ def latency_input(imgsz: int):
 
 
 def torch_latency(model, imgsz: int, runs: int) -> float:
-    """Median PyTorch CPU latency (ms) of the fused model on one image."""
+    """Median PyTorch CPU latency (ms) of the fused model on one image, under ``torch.inference_mode()`` as Ultralytics'
+    predictor and validator run it."""
     import torch
 
     fused = deepcopy(model)
@@ -100,7 +101,7 @@ def torch_latency(model, imgsz: int, runs: int) -> float:
     x = latency_input(imgsz)
 
     def call():
-        with torch.no_grad():
+        with torch.inference_mode():
             fused(x)
 
     return median_ms(call, runs)

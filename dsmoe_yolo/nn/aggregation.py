@@ -49,6 +49,6 @@ class DifferentiableAggregation(YAMLLayer):
         e, y = x
         ge, gy = F.adaptive_avg_pool2d(e, 1).flatten(1), F.adaptive_avg_pool2d(y, 1).flatten(1)
         alpha = torch.sigmoid(self.mlp(torch.cat([ge, gy], 1)))[:, :, None, None]
-        if not is_tracing():
+        if not (is_tracing() or self.inference_path):
             aux_outputs(self)["align"] = (1 - F.cosine_similarity(ge.float(), gy.float(), dim=1)).mean()
-        return alpha * e + (1 - alpha) * y
+        return torch.lerp(y, e, alpha)  # alpha * E + (1 - alpha) * Y

@@ -11,6 +11,14 @@ Two class attributes tell the plugin's ``parse_model`` wrapper how to fill ``c1`
   fails with a clear error instead of a shape error at the first forward).
 
 A trailing mapping in a YAML row's args is passed as keyword arguments, e.g. ``[256, {experts: 32, top_k: 5}]``.
+
+Fused inference: ``BaseModel.fuse`` (``yolo predict``/``val``/``export``, ``plugin.fuse``) calls each layer's
+``fuse_inference()``. A fused layer in eval mode without autograd (or while tracing for export) takes its
+``inference_path``: text-only results are computed once and reused while the class text is unchanged
+(``text_cached``), auxiliary losses are not recorded, and layers may run an equivalent, cheaper form (stacked experts,
+folded projections). The outputs are the eval-mode outputs to float rounding (tests/test_fused_inference.py); as with
+Ultralytics' BatchNorm folding, a fused model is for inference: weights changed after ``fuse`` are not seen by the
+reused text results.
 """
 
 from __future__ import annotations
@@ -37,6 +45,41 @@ class YAMLLayer(nn.Module):
         from dsmoe_yolo._version import __version__
 
         self.dsmoe_version = __version__
+
+    fused: bool = False  # set by fuse_inference(); a class default so checkpoints of older versions load
+
+    def fuse_inference(self) -> None:
+        """Prepare for inference (called by ``BaseModel.fuse``); subclasses extend it and call ``super()``."""
+        self.fused = True
+
+    @property
+    def inference_path(self) -> bool:
+        """True when this forward may take the fused inference path: fused, eval mode, and no autograd or tracing."""
+        return self.fused and not self.training and (not torch.is_grad_enabled() or is_tracing())
+
+
+_TEXT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def text_cached(module: YAMLLayer, name: str, text: torch.Tensor, fn):
+    """``fn(text)``, computed once and reused while ``module`` takes its inference path and ``text`` is the same,
+    unmodified tensor (a fused ``ClassText`` returns one tensor until its embeddings change).
+
+    The cache lives outside the module (weak-keyed, like ``aux_outputs``): never pickled, copied or saved. While
+    tracing it is neither read nor written, so an export records the text computation in its graph (ONNX Runtime
+    folds it into constants).
+    """
+    if not module.inference_path or is_tracing():
+        return fn(text)
+    entries = _TEXT_CACHE.setdefault(module, {})
+    version = None if text.is_inference() else text._version  # inference tensors have no version counter
+    key = (id(text), version, torch.is_inference_mode_enabled())
+    hit = entries.get(name)
+    if hit is not None and hit[0] is text and hit[1] == key:
+        return hit[2]
+    value = fn(text)
+    entries[name] = (text, key, value)
+    return value
 
 
 _AUX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -39,8 +39,8 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import Conv
 
-from dsmoe_yolo.nn.base import YAMLLayer, is_tracing
-from dsmoe_yolo.nn.deform import deform_conv2d
+from dsmoe_yolo.nn.base import YAMLLayer, is_tracing, text_cached
+from dsmoe_yolo.nn.deform import deform_conv2d, deform_conv2d_flat
 from dsmoe_yolo.nn.fusion import TextPool
 
 __all__ = ("SpaceBroadcast",)
@@ -113,10 +113,39 @@ class SpaceBroadcast(YAMLLayer):
         rho = torch.tanh(self.curvature.sqrt() * geo.float().norm(dim=1, keepdim=True))
         return 1 + (self.max_dilation - 1) * (1 - rho)
 
+    def folded(self, text: torch.Tensor) -> dict:
+        """Inference constants for class text (nc, d): the text pooling's factors, BatchNorm folded into the
+        deformable kernel (W', b'), sqrt(kappa) as a float and the dilation's tap grid times (r_max - 1)."""
+        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+        return {
+            "pool": self.text.text_side(text),
+            "weight": (self.weight * scale[:, None, None, None]).flatten(1),  # (c2, C*k*k)
+            "bias": (self.bn.bias - self.bn.running_mean * scale)[:, None],  # (c2, 1)
+            "sqrt_kappa": self.curvature.sqrt().item(),
+            "grid": self.grid * (self.max_dilation - 1),
+        }
+
+    def _fused(self, feats: torch.Tensor, geo: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``forward`` for eager inference with the constants of ``folded`` (equal to float rounding)."""
+        f = text_cached(self, "folded", text, self.folded)
+        t = self.text.broadcast(feats, text, f["pool"])
+        fm = torch.cat([feats, self.compress(geo)], 1)
+        om = self.offset_pw(self.offset_dw(torch.cat([fm, t], 1)))
+        kk = self.k * self.k
+        offset, mask = om[:, : 2 * kk], torch.sigmoid(om[:, 2 * kk :])
+        rho = torch.tanh(geo.norm(dim=1, keepdim=True) * f["sqrt_kappa"])  # (r - 1) = (r_max - 1)(1 - rho)
+        lim = float(max(feats.shape[2:]))
+        offset = torch.addcmul(offset, 1 - rho, f["grid"]).nan_to_num_(0.0, lim, -lim).clamp_(-lim, lim)
+        y = deform_conv2d_flat(fm, offset, f["weight"], f["bias"], self.k, mask)
+        y = self.act(y)
+        return y + feats if self.residual else y
+
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Map [F (B, c, H, W), G (B, c_geo, H, W), T (nc, d)] to (B, c2, H, W)."""
         feats, geo, text = x
-        t = self.text.broadcast(feats, text)
+        if self.inference_path and not is_tracing() and feats.dtype == torch.float32:
+            return self._fused(feats, geo, text)
+        t = self.text.broadcast(feats, text, text_cached(self, "pool", text, self.text.text_side))
         fm = torch.cat([feats, self.compress(geo)], 1)
         om = self.offset_pw(self.offset_dw(torch.cat([fm, t], 1)))
         kk = self.k * self.k

@@ -11,10 +11,11 @@ different receptive fields ("heterogeneous") whose mix is learned.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import Conv
 
-from dsmoe_yolo.nn.base import YAMLLayer
+from dsmoe_yolo.nn.base import YAMLLayer, is_tracing, text_cached
 from dsmoe_yolo.nn.fusion import TextPool
 
 __all__ = ("HeterogeneousEnsemble",)
@@ -56,5 +57,20 @@ class HeterogeneousEnsemble(YAMLLayer):
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Map [S (B, c_s, H, W), Y (B, c_y, H, W), T (nc, d)] to E (B, c2, H, W)."""
         space, gated, text = x
-        t = self.text.broadcast(gated, text)
-        return self.fuse(torch.cat([*(b(space) for b in self.branches), gated, t], 1))
+        t = self.text.broadcast(gated, text, text_cached(self, "pool", text, self.text.text_side))
+        small = space.shape[0] == 1 and space.numel() <= 20480  # where PyTorch picks its per-image native kernel
+        fused = small and self.inference_path and not is_tracing() and not any(hasattr(b, "bn") for b in self.branches)
+        branches = self._branches_im2col(space) if fused else [b(space) for b in self.branches]
+        return self.fuse(torch.cat([*branches, gated, t], 1))
+
+    def _branches_im2col(self, space: torch.Tensor) -> list[torch.Tensor]:
+        """The dilated branches (BatchNorm already folded by ``fuse``) as one batched product of their im2col columns.
+        For one image with at most 20480 input values PyTorch skips oneDNN and runs a dilated 3x3 conv through its
+        native kernel, a loop of ~100 operator calls (the lite models' 7x7 P5 at 224 px); larger inputs keep oneDNN."""
+        b, _, h, w = space.shape
+        convs = [branch.conv for branch in self.branches]
+        cols = torch.stack([F.unfold(space, 3, dilation=c.dilation, padding=c.padding) for c in convs], 1)
+        weight = torch.stack([c.weight.flatten(1) for c in convs])  # (n, branch, c_s*9)
+        bias = torch.stack([c.bias for c in convs])[:, :, None]  # (n, branch, 1)
+        y = self.branches[0].act(torch.matmul(weight, cols) + bias)  # (B, n, branch, HW)
+        return [y.view(b, -1, h, w)]

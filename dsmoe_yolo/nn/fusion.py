@@ -36,15 +36,29 @@ class TextPool(nn.Module):
         self.out = nn.Linear(d_text, c_out)
         self.scale = d_text**-0.5
 
-    def forward(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Map visual (B, c_vis, H, W) and text (nc, d) to one text vector per image (B, c_out)."""
-        q = self.query(F.adaptive_avg_pool2d(feats, 1).flatten(1))  # (B, d)
+    def forward(self, feats: torch.Tensor, text: torch.Tensor, text_side=None) -> torch.Tensor:
+        """Map visual (B, c_vis, H, W) and text (nc, d) to one text vector per image (B, c_out).
+
+        ``text_side``: a precomputed ``self.text_side(text)`` (fused inference reuses it while the text is unchanged).
+        """
+        g = F.adaptive_avg_pool2d(feats, 1).flatten(1)  # (B, c_vis)
+        if text_side is not None:
+            keys, key_bias, values = text_side
+            return torch.softmax(torch.addmm(key_bias, g, keys), dim=-1) @ values
+        q = self.query(g)  # (B, d)
         attn = torch.softmax(q @ text.T * self.scale, dim=-1)  # (B, nc)
         return self.out(attn @ text)
 
-    def broadcast(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def text_side(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The text-only factors of ``forward`` for class text T (nc, d): keys (c_vis, nc) and key bias (nc,) with
+        q(g) . T_k / sqrt(d) = g . keys_k + bias_k, and values (nc, c_out) = out(T) (exact: attention rows sum to 1)."""
+        keys = (text @ self.query.weight).T * self.scale
+        key_bias = text @ self.query.bias * self.scale
+        return keys, key_bias, self.out(text)
+
+    def broadcast(self, feats: torch.Tensor, text: torch.Tensor, text_side=None) -> torch.Tensor:
         """The pooled text vector of each image spread over its map: (B, c_out, H, W), for concatenation with F."""
-        return self(feats, text)[:, :, None, None].expand(-1, -1, *feats.shape[2:])
+        return self(feats, text, text_side)[:, :, None, None].expand(-1, -1, *feats.shape[2:])
 
 
 class PlainTextFusion(YAMLLayer):

@@ -69,7 +69,7 @@ def route(logits: torch.Tensor, k: int, tau: torch.Tensor | float) -> tuple[torc
         >>> i.tolist(), round(w.sum().item(), 6)
         ([[2, 1]], 1.0)
     """
-    probs = torch.softmax(logits.float() / tau, dim=-1)
+    probs = torch.softmax(logits.float() if isinstance(tau, float) and tau == 1.0 else logits.float() / tau, dim=-1)
     top, indices = probs.topk(k, dim=-1)
     weights = top / top.sum(-1, keepdim=True).clamp_min(1e-12)
     return weights, indices, probs
@@ -175,11 +175,19 @@ class ExpertGate(nn.Module):
         mix = torch.softmax(self.expert_queries @ t.T * self.scale, dim=-1)  # (N, nc)
         return self.key_proj(mix @ t)
 
-    def logits(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Gate logits (B, N) for visual (B, c, H, W) and text (nc, d)."""
+    def text_side(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the gate derives from the class text (nc, d) alone: t (nc, h) and the expert keys K (N, h)."""
+        t = self.textual(text)
+        return t, self.keys(t)
+
+    def logits(
+        self, feats: torch.Tensor, text: torch.Tensor, text_side: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Gate logits (B, N) for visual (B, c, H, W) and text (nc, d); ``text_side``: a precomputed
+        ``self.text_side(text)`` (the fused layer reuses it while the text is unchanged)."""
         b, heads = feats.shape[0], self.heads
         pooled = torch.cat([F.adaptive_avg_pool2d(feats, 1), F.adaptive_max_pool2d(feats, 1)], 1).flatten(1)
-        t = self.textual(text)  # (nc, h)
+        t, keys = self.text_side(text) if text_side is None else text_side  # (nc, h), (N, h)
         th = t.reshape(t.shape[0], heads, -1)  # (nc, H, h/H)
         head_scale = th.shape[-1] ** -0.5
         pix = self.pixels(feats).flatten(2)  # (B, h, HW)
@@ -192,12 +200,66 @@ class ExpertGate(nn.Module):
         )  # (B, H, nc)
         tbar = self.text_out(torch.einsum("bak,kad->bad", back, th).reshape(b, -1))
         q = self.norm(v + v * tbar)
-        return q @ self.keys(t).T * self.scale
+        return q @ keys.T * self.scale
 
-    def forward(self, feats: torch.Tensor, text: torch.Tensor):
-        """Return (weights (B, k), indices (B, k), probs (B, N))."""
+    def folded(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``logits``' constants for inference, for class text (nc, d): everything that depends on the text and the
+        (frozen) weights only, folded so that ``folded_logits`` needs a third of ``logits``' operator calls.
+
+        - per-head attention as one matmul: a block-diagonal text matrix Tb (nc*H, h) whose row (k, a) holds t_ka in
+          head a's columns, so Tb @ P gives every (class, head) logit and back @ Tb every head's text mix;
+        - the two running standardisations folded into the linear layers around them (their statistics are fixed in
+          evaluation), the attention and key scales into Tb and K, W_o into Tb.
+        """
+        t, keys = self.text_side(text)
+        nc, h, heads = t.shape[0], t.shape[1], self.heads
+        dh = h // heads
+        blocks = torch.zeros(nc, heads, h, dtype=t.dtype, device=t.device)
+        for a in range(heads):
+            blocks[:, a, a * dh : (a + 1) * dh] = t[:, a * dh : (a + 1) * dh]
+        blocks = blocks.reshape(nc * heads, h)  # Tb, rows ordered (k, a)
+        d_in, d_out = self.descriptor, self.centre
+        r_in = torch.rsqrt(d_in.running_var + d_in.eps)
+        r_out = torch.rsqrt(d_out.running_var + d_out.eps)
+        first, last = self.visual[0], self.visual[-1]
+        return {
+            "attn": blocks * dh**-0.5,  # (nc*H, h)
+            "back": blocks.T * dh**-0.5,  # (h, nc*H)
+            "mix_w": blocks @ self.text_out.weight.T,  # (nc*H, h): back @ Tb then W_o
+            "mix_b": self.text_out.bias,
+            "in_w": first.weight * r_in,  # descriptor standardisation folded into the first visual layer
+            "in_b": first.bias - first.weight @ (d_in.running_mean * r_in),
+            "out_w": last.weight * r_out[:, None],  # centre standardisation folded into both summands
+            "out_b": (last.bias - d_out.running_mean) * r_out,
+            "ev_w": self.evidence_out.weight * r_out[:, None] / nc,  # the mean over classes, too
+            "ev_b": self.evidence_out.bias * r_out,
+            "keys": keys.T * (self.scale / self.tau),  # (h, N), the routing temperature included
+        }
+
+    def folded_logits(self, feats: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``logits`` / tau (B, N) from the constants of ``folded`` (equal to float rounding)."""
+        b, heads = feats.shape[0], self.heads
+        pooled = torch.cat([F.adaptive_avg_pool2d(feats, 1), F.adaptive_max_pool2d(feats, 1)], 1).flatten(1)
+        hidden = F.silu(
+            F.linear(F.silu(F.linear(pooled, f["in_w"], f["in_b"])), self.visual[2].weight, self.visual[2].bias)
+        )
+        pix = self.pixels(feats).flatten(2)  # (B, h, HW)
+        attn = torch.softmax(f["attn"] @ pix, dim=-1)  # (B, nc*H, HW)
+        abar = attn.view(b, -1, heads, attn.shape[-1]).sum(1)  # (B, H, HW): summed over classes (1/nc in ev_w)
+        evidence = (pix.view(b, heads, -1, pix.shape[-1]) * abar[:, :, None]).sum(-1).flatten(1)  # (B, h)
+        v = F.linear(hidden, f["out_w"], f["out_b"]) + F.linear(evidence, f["ev_w"], f["ev_b"])
+        back = torch.softmax((v @ f["back"]).view(b, -1, heads), dim=1)  # (B, nc, H): over classes
+        tbar = torch.addmm(f["mix_b"], back.flatten(1), f["mix_w"])
+        q = F.layer_norm(v + v * tbar, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        return q @ f["keys"]
+
+    def forward(self, feats: torch.Tensor, text: torch.Tensor, text_side=None):
+        """Return (weights (B, k), indices (B, k), probs (B, N)); ``text_side``: as in ``logits``, or the dict of
+        ``folded`` constants (fused inference)."""
         tau = self.tau.float()
-        logits = self.logits(feats, text).float()
+        if isinstance(text_side, dict):  # the constants of `folded` (fused inference): logits / tau
+            return route(self.folded_logits(feats, text_side).float(), self.top_k, 1.0)
+        logits = self.logits(feats, text, text_side).float()
         if self.training and self.noise > 0:
             logits = logits + torch.randn_like(logits) * self.noise * tau  # noise of std `noise` after dividing by tau
         return route(logits, self.top_k, tau)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsmoe_yolo.nn import poincare as ball
-from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, is_tracing
+from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, is_tracing, text_cached
 
 __all__ = ("HyperbolicAlign",)
 
@@ -111,23 +111,91 @@ class HyperbolicAlign(YAMLLayer):
         """Fuse [F (B, c, H, W), T (nc, d)] into (B, c2, H, W)."""
         feats, text = x
         dtype = feats.dtype
+        b, _, h, w = feats.shape
         with torch.autocast(device_type=feats.device.type, enabled=False):  # fp32 island
-            c = self.curvature.float()
-            tau = self.log_tau.float().clamp(*LOG_TAU_RANGE).exp()
-            b, _, h, w = feats.shape
-            v = self.visual.float()(feats.float()).flatten(2).transpose(1, 2)  # (B, HW, D)
-            z = ball.project(ball.expmap0(ball.clamp_tangent(v, c), c), c)
-            t = self.text.float()(text.float())  # (nc, D)
-            anchors = ball.project(ball.expmap0(ball.clamp_tangent(t, c), c), c)  # (nc, D)
-            d = ball.dist(z[:, :, None, :], anchors[None, None], c)  # (B, HW, nc)
-            weights = torch.softmax(-d / tau, dim=-1)
-            anchors_t = ball.logmap0(anchors, c)  # (nc, D)
-            ctx = ball.project(ball.expmap0(ball.clamp_tangent(weights @ anchors_t, c), c), c)
-            fused = ball.mobius_add(z, ball.mobius_scalar_mul(self.fusion_scale.float(), ctx, c), c)
-            out = ball.logmap0(ball.project(fused, c), c)
-            if not is_tracing():
-                self._record_losses(text.float(), anchors, anchors_t, c)
+            weight, bias = self.visual.weight.float(), self.visual.bias.float()
+            v = F.conv2d(feats.float(), weight, bias).flatten(2).transpose(1, 2)  # (B, HW, D)
+            if self.inference_path:  # closed form; the text's constants computed once per class text
+                out = self._fuse_radial(v, text_cached(self, "ball", text, self.ball_constants))
+            else:
+                c = self.curvature.float()
+                anchors, anchors_t = self.anchors(text, c)
+                out = self._fuse(v, anchors, anchors_t, c, self.log_tau.float().clamp(*LOG_TAU_RANGE).exp())
+                if not is_tracing():
+                    self._record_losses(text.float(), anchors, anchors_t, c)
         return out.transpose(1, 2).reshape(b, -1, h, w).to(dtype)
+
+    def anchors(self, text: torch.Tensor, c: torch.Tensor, plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text anchors on the ball a_k and their tangent vectors log0(a_k), both (nc, D), for class text (nc, d)."""
+        t = F.linear(text.float(), self.text.weight.float(), self.text.bias.float())  # (nc, D)
+        anchors = ball.project(ball.expmap0(ball.clamp_tangent(t, c), c, plain), c, plain=plain)
+        return anchors, ball.logmap0(anchors, c, plain)
+
+    def _fuse(self, v, anchors, anchors_t, c, tau) -> torch.Tensor:
+        """The stage's equations with the ball operations of ``poincare`` (geoopt): v (B, HW, D) -> (B, HW, D)."""
+        z = ball.project(ball.expmap0(ball.clamp_tangent(v, c), c), c)
+        d = ball.dist(z[:, :, None, :], anchors[None, None], c)  # (B, HW, nc)
+        weights = torch.softmax(-d / tau, dim=-1)
+        ctx = ball.project(ball.expmap0(ball.clamp_tangent(weights @ anchors_t, c), c), c)
+        fused = ball.mobius_add(z, ball.mobius_scalar_mul(self.fusion_scale.float(), ctx, c), c)
+        return ball.logmap0(ball.project(fused, c), c)
+
+    def ball_constants(self, text: torch.Tensor) -> dict:
+        """What ``_fuse_radial`` needs besides the pixels, for class text (nc, d): the anchors' products and the
+        scalars of the ball (Python floats in eager mode, 0-dim tensors while tracing)."""
+        c = self.curvature.float()
+        anchors, anchors_t = self.anchors(text, c, plain=True)
+        tau, lam = self.log_tau.float().clamp(*LOG_TAU_RANGE).exp(), self.fusion_scale.float()
+        if not is_tracing():
+            c, tau, lam = c.item(), tau.item(), lam.item()
+        s = (c + 1e-15) ** 0.5
+        a2 = (anchors * anchors).sum(-1)  # (nc,)
+        return {
+            "neg_anchors": -anchors.T,  # (D, nc)
+            "anchors_t": anchors_t,  # (nc, D)
+            "a2": a2,
+            "a2c1": a2 * c + 1,
+            "a2cc": a2 * (c * c),
+            "c": c,
+            "s": s,
+            "limit": ball.MAX_TANGENT / c**0.5,
+            "maxnorm": (1 - 4e-3) / s,
+            "logit": -2 / (tau * s),  # softmax(-d / tau) with d = 2 artanh(s |.|) / s
+            "lam": lam,
+        }
+
+    def _fuse_radial(self, v: torch.Tensor, k: dict) -> torch.Tensor:
+        """``_fuse`` for inference in closed form, a fifth of its operator calls (same clamps as ``poincare``'s
+        plain-torch mirror; equal to float rounding, tests/test_fused_inference.py). v (B, HW, D) -> (B, HW, D).
+
+        - clamp_tangent, expmap0 and project only rescale a vector by a function of its norm, so each chain is one
+          radial factor; so is the Mobius scalar multiplication;
+        - d(z, a_k) = 2 artanh(sqrt(c) |(-z) (+) a_k|) / sqrt(c) needs only |z|^2, |a_k|^2 and z . a_k (one matmul):
+          |A x + B y|^2 = A^2 |x|^2 + B^2 |y|^2 + 2 A B x . y, without the (B, HW, nc, D) tensor of differences.
+        """
+        c, s, edge = k["c"], k["s"], 1 - 1e-7
+        atanh = ball.artanh_exportable if is_tracing() else torch.atanh  # ONNX has no aten::atanh symbolic
+
+        def to_ball(u):  # project(expmap0(clamp_tangent(u)))
+            n = u.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+            return u * (torch.tanh((n.clamp(max=k["limit"]) * s).clamp(max=15.0)).div(s).clamp(max=k["maxnorm"]) / n)
+
+        z = to_ball(v)  # (B, HW, D)
+        z2 = (z * z).sum(-1, keepdim=True)  # (B, HW, 1)
+        xy = z @ k["neg_anchors"]  # (-z) . a_k: (B, HW, nc)
+        two_c_xy = xy * (2 * c)
+        big_a, big_b = two_c_xy + k["a2c1"], 1 - z2 * c
+        num2 = (big_a * big_a * z2 + big_b * big_b * k["a2"] + 2 * big_a * big_b * xy).clamp_min(0)
+        denom = (two_c_xy + 1 + z2 * k["a2cc"]).clamp_min(1e-15)
+        logits = atanh((num2.sqrt() / denom * s).clamp(max=edge)) * k["logit"]  # -d / tau
+        ctx = to_ball(torch.softmax(logits, dim=-1) @ k["anchors_t"])
+        n = ctx.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+        ctx = ctx * (torch.tanh((atanh((n * s).clamp(max=edge)) * k["lam"]).clamp(-15.0, 15.0)) / (n * s))
+        y2, zy = (ctx * ctx).sum(-1, keepdim=True), (z * ctx).sum(-1, keepdim=True)
+        two_c_zy = zy * (2 * c)
+        fused = ((two_c_zy + 1 + y2 * c) * z + big_b * ctx) / (two_c_zy + 1 + z2 * y2 * (c * c)).clamp_min(1e-15)
+        n = fused.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+        return fused * (atanh((n.clamp(max=k["maxnorm"]) * s).clamp(max=edge)) / (n * s))
 
     def _record_losses(self, text, anchors, anchors_t, c) -> None:
         aux = aux_outputs(self)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import C2f, Conv
 
-from dsmoe_yolo.nn.base import YAMLLayer
+from dsmoe_yolo.nn.base import YAMLLayer, is_tracing
 
 __all__ = (
     "MobileSAMBackbone",
@@ -281,6 +281,9 @@ class MobileSAMBackbone(YAMLLayer):
     def encoder_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """TinyViT maps at strides 4 (B, 64, H/4, W/4: after the MobileNet stage), 8 and 16 (``encoder_features``)."""
         enc = self.encoder
+        channels_last = self.inference_path and not is_tracing()  # set up by fuse_inference()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = enc.patch_embed(x)  # (B, 64, H/4, W/4)
         for blk in enc.layers[0].blocks:
             x = blk(x)
@@ -297,17 +300,22 @@ class MobileSAMBackbone(YAMLLayer):
                 stride8 = x  # (B, 128, H/8, W/8) after the first attention stage
             if layer.downsample is not None:
                 x = _patch_merging(layer.downsample, x)
+        if channels_last:
+            return stride4.contiguous(), stride8.contiguous(), x.contiguous()
         return stride4, stride8, x
 
     def fuse_inference(self) -> None:
         """Fold each TinyViT ``Conv2d_BN`` (conv + BatchNorm) into one conv, as ``yolo predict``'s ``fuse()`` does for
-        Ultralytics' ``Conv``: same outputs to float rounding, ~10% less encoder time on a CPU. Inference only."""
+        Ultralytics' ``Conv``: same outputs to float rounding, ~10% less encoder time on a CPU; and store its weights
+        channels-last, the layout ``encoder_maps`` then runs it in (its MobileNet stage ~20% faster). Inference only."""
         from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
+        super().fuse_inference()
         for parent in list(self.encoder.modules()):
             for name, child in list(parent.named_children()):
                 if type(child).__name__ == "Conv2d_BN":
                     setattr(parent, name, fuse_conv_and_bn(child.c, child.bn))
+        self.encoder.to(memory_format=torch.channels_last)  # eager inference runs it channels-last: ~20% faster
 
     def set_epoch(self, epoch: int) -> None:
         """Freeze the encoder while ``epoch < freeze_epochs`` (called by the plugin at each training epoch start)."""

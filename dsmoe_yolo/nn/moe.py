@@ -8,6 +8,13 @@ received an image run, each on its images only (``index_add_``), so compute scal
 for export (or with ``dense=True``) every expert runs on the whole batch and a top-k weight mask zeroes the others:
 the same output, a static graph.
 
+Fused for inference (``fuse_inference``, called by ``BaseModel.fuse`` before ``yolo predict``/``val``/``export``), the
+cross-modal experts run as one batched product: their weights are stacked once, each image gathers the weights of the
+experts it chose, and the text term of every expert (a per-expert bias, since T_e depends on the text only) is computed
+once per class text. The local and global experts run on the images that chose them (while tracing: on all, weighted
+by the mask). Same output as the eval-mode forward to float rounding; cost and graph size scale with k, not N, also in
+ONNX (a ``Gather`` of the stacked weights by the top-k indices).
+
 Auxiliary outputs (``aux_outputs``), read by the loss and the routing report: ``moe_probs`` (B, N) full gate
 softmax (differentiable, for the CV^2 importance balance loss), ``moe_load`` (N,) selections per expert,
 ``moe_indices`` (B, k) chosen experts (detached).
@@ -20,9 +27,10 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
-from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, is_tracing, record_routing
+from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, is_tracing, record_routing, text_cached
 from dsmoe_yolo.nn.experts import CrossModalExpert, GlobalPyramidExpert, LocalAnisotropicExpert
 from dsmoe_yolo.nn.gate import ExpertGate
 
@@ -99,6 +107,8 @@ class SparseMoE(YAMLLayer):
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Map [F (B, c, H, W), T (nc, d)] to (B, c2, H, W)."""
         feats, text = x
+        if self.inference_path and not self.dense:
+            return self._fused(feats, text)
         weights, indices, probs = self.gate(feats, text)
         weights = weights.to(feats.dtype)
         if self.dense or is_tracing():
@@ -131,6 +141,59 @@ class SparseMoE(YAMLLayer):
             idle = [p for e, m in enumerate(self.experts) if e not in used for p in m.parameters()]
             if idle:
                 out = out + 0.0 * sum(p.sum() for p in idle)
+        return out
+
+    def fuse_inference(self) -> None:
+        """Stack the cross-modal experts' parameters (non-persistent buffers, so they follow ``.to()``/``.half()``)."""
+        super().fuse_inference()
+        kinds = [type(e) for e in self.experts]
+        self.first_cross = kinds.index(CrossModalExpert)  # experts are ordered local, global, cross-modal
+        cross = self.experts[self.first_cross :]
+
+        def stack(get):
+            return torch.stack([get(e).detach() for e in cross])
+
+        self.register_buffer("cross_visual_w", stack(lambda e: e.visual.weight.flatten(1)), persistent=False)
+        self.register_buffer("cross_visual_b", stack(lambda e: e.visual.bias), persistent=False)
+        self.register_buffer("cross_query", stack(lambda e: e.query), persistent=False)
+        self.register_buffer("cross_text_w", stack(lambda e: e.textual.weight), persistent=False)
+        self.register_buffer("cross_text_b", stack(lambda e: e.textual.bias), persistent=False)
+        self.register_buffer("cross_norm_w", stack(lambda e: e.norm.weight), persistent=False)
+        self.register_buffer("cross_norm_b", stack(lambda e: e.norm.bias), persistent=False)
+        self.cross_eps, self.cross_scale = cross[0].norm.eps, cross[0].scale
+
+    def _cross_text_bias(self, text: torch.Tensor) -> torch.Tensor:
+        """Each cross-modal expert's bias b_V + W_T T_e + b_T, norm weight and norm bias, stacked (N_cross, 3, c2), for
+        class text (nc, d)."""
+        te = torch.softmax(self.cross_query @ text.T * self.cross_scale, dim=-1) @ text  # (N_cross, d)
+        bias = torch.einsum("eod,ed->eo", self.cross_text_w, te) + self.cross_text_b + self.cross_visual_b
+        return torch.stack([bias, self.cross_norm_w, self.cross_norm_b], 1)
+
+    def _fused(self, feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Inference: the chosen cross-modal experts as one gathered product, the others on the images that chose
+        them. (B, c, H, W) -> (B, c2, H, W)."""
+        gate = text_cached(self, "gate", text, self.gate.folded)
+        weights, indices, _ = self.gate(feats, text, gate)
+        weights = weights.to(feats.dtype)
+        record_routing(self, indices)
+        b, _, h, w = feats.shape
+        per_expert = text_cached(self, "cross", text, self._cross_text_bias)  # (N_cross, 3, c2)
+        slot = (indices - self.first_cross).clamp_min(0)  # (B, k): cross-modal expert of each slot (0 if another kind)
+        bias, norm_w, norm_b = per_expert[slot].unbind(2)  # (B, k, c2) each
+        slot_weight = weights * (indices >= self.first_cross).to(weights.dtype)
+        y = feats.flatten(2).transpose(1, 2) @ self.cross_visual_w[slot].flatten(1, 2).transpose(1, 2)  # (B, HW, k*c2)
+        y = F.layer_norm(y.view(b, h * w, -1, self.c2) + bias[:, None], (self.c2,), eps=self.cross_eps)
+        y = F.silu(y * norm_w[:, None] + norm_b[:, None])  # (B, HW, k, c2): LN(W_F F + W_T T_e) of each chosen expert
+        out = (y * slot_weight[:, None, :, None]).sum(2).transpose(1, 2).reshape(b, self.c2, h, w)
+        if not is_tracing() and not bool((indices < self.first_cross).any()):
+            return out
+        for e in range(self.first_cross):  # local and global experts
+            per_image = (weights * (indices == e).to(weights.dtype)).sum(1)  # (B,) its weight, 0 if not chosen
+            if is_tracing():
+                out = out + per_image[:, None, None, None] * self.experts[e](feats, text)
+            elif (rows := per_image.nonzero().flatten()).numel():
+                y_e = self.experts[e](feats[rows], text) * per_image[rows, None, None, None]
+                out = out.index_add(0, rows, y_e.to(out.dtype))
         return out
 
     @staticmethod

@@ -2,8 +2,9 @@
 
 Training and eager inference use geoopt (``geoopt.manifolds.stereographic.math``): the math is taken from geoopt,
 not rewritten. Export cannot: legacy ONNX export fails on geoopt's ``aten::isclose`` and TorchScript-compiled
-branches. While tracing, each function takes ``_torch_*``, a line-by-line mirror of geoopt's ``k < 0`` branch
-(same clamps, ``artanh`` as ``0.5 * (log(1 + x) - log(1 - x))``), checked against geoopt to 1e-5 by the tests.
+branches. While tracing, or when called with ``plain=True`` (fused inference: a third of geoopt's operator calls),
+each function takes ``_torch_*``, a line-by-line mirror of geoopt's ``k < 0`` branch (same clamps, ``artanh`` as
+``0.5 * (log(1 + x) - log(1 - x))``), checked against geoopt to 1e-5 by the tests.
 
 All functions reduce over the last dimension. Numerics live here in one place: ``project`` keeps points inside the
 ball; ``clamp_tangent`` clamps tangent vectors *before* ``tanh`` (MERU's habit) so huge inputs stay finite.
@@ -51,9 +52,13 @@ def _tanh(x):
     return x.clamp(-15, 15).tanh()
 
 
-def _artanh(x):
-    x = x.clamp(-1 + 1e-7, 1 - 1e-7)
+def artanh_exportable(x):
+    """artanh written with ``log`` (ONNX export has no ``aten::atanh`` symbolic), for |x| < 1."""
     return (torch.log(1 + x) - torch.log(1 - x)) * 0.5
+
+
+def _artanh(x):
+    return artanh_exportable(x.clamp(-1 + 1e-7, 1 - 1e-7))
 
 
 def _tan_k(x, c):
@@ -100,32 +105,32 @@ def _torch_project(x, c, eps):
 
 
 # Public API ----------------------------------------------------------------------------------------------------------
-def expmap0(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def expmap0(u: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
     """Exponential map at the origin: tangent vectors (..., D) to ball points (..., D)."""
-    return _torch_expmap0(u, c) if is_tracing() else _gmath().expmap0(u, k=_k(c))
+    return _torch_expmap0(u, c) if plain or is_tracing() else _gmath().expmap0(u, k=_k(c))
 
 
-def logmap0(y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def logmap0(y: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
     """Logarithmic map at the origin: ball points (..., D) to tangent vectors (..., D)."""
-    return _torch_logmap0(y, c) if is_tracing() else _gmath().logmap0(y, k=_k(c))
+    return _torch_logmap0(y, c) if plain or is_tracing() else _gmath().logmap0(y, k=_k(c))
 
 
-def mobius_add(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def mobius_add(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
     """Mobius addition x (+) y, broadcasting over leading dimensions."""
-    return _torch_mobius_add(x, y, c) if is_tracing() else _gmath().mobius_add(x, y, k=_k(c))
+    return _torch_mobius_add(x, y, c) if plain or is_tracing() else _gmath().mobius_add(x, y, k=_k(c))
 
 
-def mobius_scalar_mul(r: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def mobius_scalar_mul(r: torch.Tensor, x: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
     """Mobius scalar multiplication r (x) x."""
-    return _torch_mobius_scalar_mul(r, x, c) if is_tracing() else _gmath().mobius_scalar_mul(r, x, k=_k(c))
+    return _torch_mobius_scalar_mul(r, x, c) if plain or is_tracing() else _gmath().mobius_scalar_mul(r, x, k=_k(c))
 
 
-def dist(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def dist(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
     """Geodesic distance (...,) between ball points x and y (..., D)."""
-    return _torch_dist(x, y, c) if is_tracing() else _gmath().dist(x, y, k=_k(c))
+    return _torch_dist(x, y, c) if plain or is_tracing() else _gmath().dist(x, y, k=_k(c))
 
 
-def project(x: torch.Tensor, c: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+def project(x: torch.Tensor, c: torch.Tensor, eps: float | None = None, plain: bool = False) -> torch.Tensor:
     """Pull points at or beyond the boundary back inside the ball (geoopt's eps: 4e-3 in fp32, 1e-5 otherwise)."""
     eps = (4e-3 if x.dtype == torch.float32 else 1e-5) if eps is None else eps
-    return _torch_project(x, c, eps) if is_tracing() else _gmath().project(x, k=_k(c), eps=eps)
+    return _torch_project(x, c, eps) if plain or is_tracing() else _gmath().project(x, k=_k(c), eps=eps)

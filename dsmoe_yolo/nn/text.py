@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dsmoe_yolo.errors import ConfigError
-from dsmoe_yolo.nn.base import YAMLLayer
+from dsmoe_yolo.nn.base import YAMLLayer, text_cached
 
 __all__ = ("ClassText", "sinusoidal_encoding")
 
@@ -119,8 +119,16 @@ class ClassText(YAMLLayer):
         self.text_meta = dict(meta)
 
     def forward(self, x=None) -> torch.Tensor:
-        """Return refined class embeddings T: (nc, c2). The input is ignored."""
-        t0 = self.proj(self.embeddings)
+        """Return refined class embeddings T: (nc, c2). The input is ignored.
+
+        Fused for inference, T is computed once per bound embeddings and the same tensor is returned on every call,
+        which lets the text-guided layers downstream reuse what they derive from it (``text_cached``).
+        """
+        return text_cached(self, "refined", self.embeddings, self.refine)
+
+    def refine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """T (nc, c2) = LN(T0' + MHA(T0')) of the frozen embeddings T0 (nc, embed_dim)."""
+        t0 = self.proj(embeddings)
         t0 = t0 + self.pos_scale * sinusoidal_encoding(self.nc, self.c2).to(t0.device, t0.dtype)
         attended, _ = self.attn(t0[None], t0[None], t0[None], need_weights=False)
         return self.norm(t0 + attended[0])

@@ -17,7 +17,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` in a model YAML selects the DS-MoE loss
 ``BaseModel.load``                          fine-tuning keeps the class-text provenance of transferred weights
 ``DetectionModel.set_classes``              ``YOLO("best.pt").set_classes([...])`` for DS-MoE models only (``plugin.classes``)
-``BaseModel.fuse``                          also folds BatchNorm inside DS-MoE layers (``fuse_inference``, ``plugin.fuse``)
+``BaseModel.fuse``                          also puts DS-MoE layers on their inference path (``fuse_inference``, ``plugin.fuse``)
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
 ``trainer.save_model/strip_optimizer``      stock models' checkpoints carry no plugin train args (``plugin.runs``)
 ``Model.train``                             ``resume`` of a finished DS-MoE checkpoint: one line, nothing started

@@ -1,8 +1,10 @@
 """``BaseModel.fuse`` (called by ``yolo predict``/``val``/``export`` before inference) also fuses DS-MoE layers.
 
-Stock ``fuse`` folds BatchNorm into Ultralytics' own ``Conv`` modules only. A DS-MoE layer that holds other
-conv + BatchNorm pairs (MobileSAM's TinyViT uses ``Conv2d_BN``) offers ``fuse_inference()``; the wrapper calls it on
-every such layer first, then runs stock ``fuse`` unchanged. Stock models have no such layer and are untouched.
+Stock ``fuse`` folds BatchNorm into Ultralytics' own ``Conv`` modules only. Every DS-MoE layer offers
+``fuse_inference()`` (``nn/base.py``): it switches the layer to its inference path (text-only results computed once
+per class text, normalisations and projections folded, chosen experts as one gathered product; MobileSAM's TinyViT
+folds its ``Conv2d_BN`` pairs and goes channels-last). The wrapper calls it on every such layer first, then runs
+stock ``fuse`` unchanged. Stock models have no such layer and are untouched.
 """
 
 from __future__ import annotations
