@@ -42,3 +42,32 @@ def test_generating_other_parameters_replaces_the_set(tmp_path):
     assert len(list((root / "images" / "train").iterdir())) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["s"]
     assert oct((root).stat().st_mode & 0o777) != oct(0o700), "the set is an ordinary folder, not mkdtemp's private one"
+
+
+def test_an_outdated_bundled_set_is_set_aside_and_the_current_one_kept(tmp_path, monkeypatch):
+    """Ultralytics regenerates only missing data: a set from an older version (320 px, no drawing scale) would be
+    reused for ever, and the README's first run would score far below what it says."""
+    root, lines = tmp_path / "dsmoe-synth", []
+    synth.generate(root, n_train=1, n_val=1, size=64)  # other parameters than BUNDLED
+    aside = synth.set_aside_if_outdated(root, lines.append)
+    assert aside == tmp_path / "dsmoe-synth.outdated-1" and (aside / "images").is_dir() and not root.exists()
+    assert "older dsmoe-yolo" in lines[0] and str(aside) in lines[0]
+    (root / "images").mkdir(parents=True)  # images without any .synth.json: an even older version
+    assert synth.set_aside_if_outdated(root) == tmp_path / "dsmoe-synth.outdated-2"
+    monkeypatch.setattr(synth, "BUNDLED", {"n_train": 1, "n_val": 1, "size": 64, "seed": 0, "draw_size": None})
+    synth.generate_bundled(root)
+    assert synth.set_aside_if_outdated(root) is None and root.is_dir(), "the current set stays"
+    assert synth.set_aside_if_outdated(tmp_path / "missing") is None
+
+
+def test_bundled_yaml_resolution_sets_an_outdated_set_aside(tmp_path, monkeypatch):
+    """`data=dsmoe-synth.yaml` checks the data folder before Ultralytics decides whether to download."""
+    import ultralytics.utils
+
+    from dsmoe_yolo.plugin import resolve
+
+    monkeypatch.setattr(ultralytics.utils, "DATASETS_DIR", tmp_path)
+    synth.generate(tmp_path / "dsmoe-synth", n_train=1, n_val=1, size=64)
+    resolved = resolve.make_check_file(lambda *a, **k: None)("dsmoe-synth.yaml")
+    assert resolved.endswith("dsmoe-synth.yaml")
+    assert not (tmp_path / "dsmoe-synth").exists() and (tmp_path / "dsmoe-synth.outdated-1").is_dir()

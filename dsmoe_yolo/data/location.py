@@ -16,7 +16,7 @@ import yaml
 
 from dsmoe_yolo.assets import DATASETS_DIR, cache_root
 
-__all__ = ("relocated_dataset_yaml", "user_datasets_dir")
+__all__ = ("relocated_dataset_yaml", "user_datasets_dir", "data_root")
 
 SOURCE_ROOT = DATASETS_DIR.parent  # the checkout (editable install) or the installed package (wheel)
 
@@ -63,3 +63,10 @@ def relocated_dataset_yaml(bundled: Path, datasets_dir: Path, log=None) -> Path:
             f"'{bundled.name}' data goes to {doc['path']} instead (choose with 'yolo settings datasets_dir=...')"
         )
     return out
+
+
+def data_root(dataset_yaml: Path, datasets_dir: Path) -> Path:
+    """The folder a dataset YAML's ``path:`` names, resolved as Ultralytics does (relative to ``datasets_dir``)."""
+    doc = yaml.safe_load(Path(dataset_yaml).read_text(encoding="utf-8")) or {}
+    path = Path(str(doc.get("path") or ""))
+    return path if path.is_absolute() else datasets_dir / path

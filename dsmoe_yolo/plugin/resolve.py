@@ -16,13 +16,19 @@ from dsmoe_yolo.assets import DATASETS_DIR, bundled_names, find_bundled
 
 
 def _outside_source_tree(bundled: Path) -> Path:
-    """The bundled dataset YAML, or a copy whose data goes to the user cache (see ``data/location.py``)."""
+    """The bundled dataset YAML, or a copy whose data goes to the user cache (see ``data/location.py``); the
+    synthetic set's data is checked against the current generator first (``synth.set_aside_if_outdated``)."""
     from ultralytics.utils import DATASETS_DIR as ultralytics_datasets_dir
     from ultralytics.utils import LOGGER
 
-    from dsmoe_yolo.data.location import relocated_dataset_yaml
+    from dsmoe_yolo.data.location import data_root, relocated_dataset_yaml
 
-    return relocated_dataset_yaml(bundled, Path(ultralytics_datasets_dir), LOGGER.info)
+    out = relocated_dataset_yaml(bundled, Path(ultralytics_datasets_dir), LOGGER.info)
+    if bundled.name == "dsmoe-synth.yaml":
+        from dsmoe_yolo.data.synth import set_aside_if_outdated
+
+        set_aside_if_outdated(data_root(out, Path(ultralytics_datasets_dir)), LOGGER.warning)
+    return out
 
 
 def make_check_file(stock_check_file):
