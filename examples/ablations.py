@@ -1,0 +1,143 @@
+"""The lite model's ablations on one dataset (the paper's Table 5 k sweep and the text, hyperbolic, MoE and loss
+questions), as model and data variants of one recipe, trained with `dsmoe benchmark` (resumable, `jobs` at a time).
+
+    python examples/ablations.py data=/path/to/neu-det/data.yaml out=campaign/ablations            # write, print
+    python examples/ablations.py data=/path/to/neu-det/data.yaml out=campaign/ablations run=True   # and run
+
+Writes under ``out``: ``models/`` (one YAML per model variant, from ``dsmoe-lite-yolov8.yaml`` at ``scale``),
+``prompts/`` and ``data/`` (the data YAML with other class texts), then prints, or with ``run=True`` runs one after the
+other, one ``dsmoe benchmark`` command per data variant. The same command again continues where it stopped.
+
+Model variants (curated class descriptions): ``k1 k2 k5 k8 k32`` top-k of 32 experts (k5 is the shipped model),
+``nohyp`` stage 5 replaced by a 1x1 Conv of the same width (no Poincare ball; the deformable conv's dilation then
+reads a Euclidean norm), ``dense`` the sparse MoE replaced by one dense text-conditioned layer of the same width
+(``PlainTextFusion``), ``qfocal`` the paper's QFocal + CIoU loss (``cls_scale`` 16, its default) instead of
+Ultralytics' stock BCE loss, ``qfocal-cls8`` / ``qfocal-cls32`` the same with ``cls_scale`` 8 / 32.
+Data variants (shipped model, k5): ``templates`` class-name templates instead of descriptions, ``shuffled`` the
+curated descriptions rotated by one class (class i gets class i+1's), so the text no longer matches the class.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "cfg" / "models" / "dsmoe-lite-yolov8.yaml"
+TOP_K = (1, 2, 5, 8, 32)
+
+
+def _rows(doc: dict, module: str) -> list[int]:
+    return [i for i, row in enumerate(doc["head"]) if row[2] == module]
+
+
+def model_variants(scale: str = "n") -> dict[str, dict]:
+    """``{name: model YAML dict}`` of every model variant."""
+    base = yaml.safe_load(BASE.read_text())
+    out = {}
+    for k in TOP_K:
+        doc = yaml.safe_load(BASE.read_text())
+        (i,) = _rows(doc, "SparseMoE")
+        doc["head"][i][3] = [doc["head"][i][3][0], {"experts": 32, "top_k": k}]
+        out[f"k{k}"] = doc
+    doc = yaml.safe_load(BASE.read_text())
+    (i,) = _rows(doc, "HyperbolicAlign")
+    visual = doc["head"][i][0][0]
+    doc["head"][i] = [visual, 1, "Conv", [doc["head"][i][3][0], 1, 1]]
+    out["nohyp"] = doc
+    doc = yaml.safe_load(BASE.read_text())
+    (i,) = _rows(doc, "SparseMoE")
+    doc["head"][i] = [doc["head"][i][0], 1, "PlainTextFusion", [doc["head"][i][3][0]]]
+    out["dense"] = doc
+    for name, loss in (
+        ("qfocal", "qfocal_ciou"),
+        ("qfocal-cls8", {"type": "qfocal_ciou", "cls_scale": 8}),
+        ("qfocal-cls32", {"type": "qfocal_ciou", "cls_scale": 32}),
+    ):
+        doc = dict(base, loss=loss)
+        out[name] = doc
+    return {name: dict(doc, default_scale=scale) for name, doc in out.items()}
+
+
+def prompt_variants(names: list[str]) -> dict[str, dict]:
+    """``{name: prompt file dict}``: class-name templates, and the curated descriptions rotated by one class."""
+    from dsmoe_yolo.assets import CFG_DIR
+    from dsmoe_yolo.text.bundled import match_bundled_prompts
+    from dsmoe_yolo.text.embed import template_prompts
+
+    curated, _ = match_bundled_prompts(names, CFG_DIR / "prompts", "", template_prompts, lambda line: None)
+    rotated = {n: curated[names[(i + 1) % len(names)]] for i, n in enumerate(names)}
+    return {
+        "templates": {"model": "class-name templates", "prompts": template_prompts(names)},
+        "shuffled": {"model": "curated, rotated by one class", "prompts": rotated},
+    }
+
+
+def write(data: str, out: str, scale: str = "n") -> tuple[dict[str, Path], dict[str, Path]]:
+    """Write the variants under ``out``; return ``({model variant: YAML}, {data variant: data YAML})``."""
+    out, data = Path(out), Path(data).resolve()
+    doc = yaml.safe_load(data.read_text())
+    names = list(doc["names"].values()) if isinstance(doc["names"], dict) else list(doc["names"])
+    models = {}
+    for name, model in model_variants(scale).items():
+        path = out / "models" / f"dsmoe-lite-{name}-yolov8{scale}.yaml"  # the scale letter as Ultralytics reads it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(model, sort_keys=False))
+        models[name] = path
+    datas = {"curated": data}
+    for name, prompts in prompt_variants(names).items():
+        prompt_file = out / "prompts" / f"{name}.yaml"
+        prompt_file.parent.mkdir(parents=True, exist_ok=True)
+        prompt_file.write_text(yaml.safe_dump(prompts, sort_keys=False))
+        variant = dict(doc, path=str(Path(doc.get("path") or data.parent).resolve()), prompts=str(prompt_file))
+        data_file = out / "data" / f"{data.stem}-{name}.yaml"
+        data_file.parent.mkdir(parents=True, exist_ok=True)
+        data_file.write_text(yaml.safe_dump(variant, sort_keys=False))
+        datas[name] = data_file
+    return models, datas
+
+
+def commands(
+    data: str,
+    out: str,
+    scale: str = "n",
+    epochs: int = 60,
+    imgsz: int = 224,
+    batch: int = 16,
+    seed: int = 0,
+    jobs: int = 2,
+) -> list[list[str]]:
+    """Write the variants and return the ``dsmoe benchmark`` command lines, one per data variant."""
+    models, datas = write(data, out, scale)
+    common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={batch}", f"seeds={seed}", "exist_ok=True", f"jobs={jobs}"]
+    project = str(Path(out).resolve())
+    lines = [
+        ["dsmoe", "benchmark", f"data={datas['curated']}", "models=" + ",".join(str(p) for p in models.values())]
+        + common
+        + [f"project={project}", "name=curated"]
+    ]
+    for name in ("templates", "shuffled"):
+        lines.append(
+            ["dsmoe", "benchmark", f"data={datas[name]}", f"models={models['k5']}"]
+            + common
+            + [f"project={project}", f"name={name}"]
+        )
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.split("=", 1) for a in argv)
+    run = args.pop("run", "False").lower() in ("1", "true", "yes")
+    ints = {k: int(args.pop(k)) for k in ("epochs", "imgsz", "batch", "seed", "jobs") if k in args}
+    for line in commands(args.pop("data"), args.pop("out", "ablations"), args.pop("scale", "n"), **ints):
+        print(shlex.join(line), flush=True)
+        if run:
+            subprocess.run(line, check=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

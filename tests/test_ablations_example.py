@@ -1,0 +1,65 @@
+"""examples/ablations.py: the lite model's ablation variants build, differ where they should, and the commands run
+every variant through `dsmoe benchmark` with one recipe."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dsmoe_yolo.plugin as plugin
+from dsmoe_yolo.text.prompts import load_prompts
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ablations.py"
+NAMES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+
+
+@pytest.fixture(scope="module")
+def ablations():
+    spec = importlib.util.spec_from_file_location("ablations_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "neu" / "data.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"train": "images/train", "val": "images/val", "names": dict(enumerate(NAMES))}))
+    return path
+
+
+def test_variants_build_and_differ_where_they_should(ablations, data, tmp_path):
+    plugin.register()
+    from ultralytics.nn.tasks import DetectionModel
+
+    models, datas = ablations.write(str(data), str(tmp_path / "out"))
+    assert set(models) == {"k1", "k2", "k5", "k8", "k32", "nohyp", "dense", "qfocal", "qfocal-cls8", "qfocal-cls32"}
+    kinds = {}
+    for name, path in models.items():
+        model = DetectionModel(str(path), nc=6, verbose=False)
+        kinds[name] = [type(m).__name__ for m in model.model]
+        moe = [m for m in model.model if type(m).__name__ == "SparseMoE"]
+        if name.startswith("k"):
+            assert moe[0].top_k == int(name[1:]) and len(moe[0].experts) == 32
+    assert "HyperbolicAlign" in kinds["k5"] and "HyperbolicAlign" not in kinds["nohyp"]
+    assert "SparseMoE" not in kinds["dense"] and "PlainTextFusion" in kinds["dense"]
+    loss = {n: yaml.safe_load(models[n].read_text()).get("loss") for n in ("k5", "qfocal", "qfocal-cls8")}
+    assert loss == {"k5": None, "qfocal": "qfocal_ciou", "qfocal-cls8": {"type": "qfocal_ciou", "cls_scale": 8}}
+    templates = load_prompts(yaml.safe_load(datas["templates"].read_text())["prompts"])
+    shuffled = load_prompts(yaml.safe_load(datas["shuffled"].read_text())["prompts"])
+    assert list(templates) == NAMES and all(len(t) == 1 for t in templates.values())
+    assert shuffled["crazing"] == load_prompts(Path(ablations.ROOT) / "cfg/prompts/neu-det.yaml")["inclusion"]
+    assert Path(yaml.safe_load(datas["shuffled"].read_text())["path"]) == data.parent
+
+
+def test_commands_share_one_recipe(ablations, data, tmp_path):
+    lines = ablations.commands(str(data), str(tmp_path / "out"), epochs=3, jobs=1)
+    assert [line[:2] for line in lines] == [["dsmoe", "benchmark"]] * 3
+    for line in lines:
+        assert {"epochs=3", "imgsz=224", "batch=16", "seeds=0", "exist_ok=True", "jobs=1"} <= set(line)
+    assert len(lines[0][3].split(",")) == 10 and lines[1][3].endswith("dsmoe-lite-k5-yolov8n.yaml")
+    assert [line[-1] for line in lines] == ["name=curated", "name=templates", "name=shuffled"]
