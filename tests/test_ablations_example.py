@@ -39,13 +39,13 @@ def test_variants_build_and_differ_where_they_should(ablations, data, tmp_path):
     models, datas = ablations.write(str(data), str(tmp_path / "out"))
     assert set(models) == {"k1", "k2", "k5", "k8", "k32", "nohyp", "dense", "qfocal", "qfocal-cls8", "qfocal-cls32"}
     kinds = {}
-    for name, path in models.items():
-        model = DetectionModel(str(path), nc=6, verbose=False)
+    for name in ("k1", "k32", "nohyp", "dense"):  # k5 = the shipped YAML; the loss variants differ in one key
+        model = DetectionModel(str(models[name]), nc=6, verbose=False)
         kinds[name] = [type(m).__name__ for m in model.model]
         moe = [m for m in model.model if type(m).__name__ == "SparseMoE"]
         if name.startswith("k"):
             assert moe[0].top_k == int(name[1:]) and len(moe[0].experts) == 32
-    assert "HyperbolicAlign" in kinds["k5"] and "HyperbolicAlign" not in kinds["nohyp"]
+    assert "HyperbolicAlign" in kinds["k1"] and "HyperbolicAlign" not in kinds["nohyp"]
     assert "SparseMoE" not in kinds["dense"] and "PlainTextFusion" in kinds["dense"]
     loss = {n: yaml.safe_load(models[n].read_text()).get("loss") for n in ("k5", "qfocal", "qfocal-cls8")}
     assert loss == {"k5": None, "qfocal": "qfocal_ciou", "qfocal-cls8": {"type": "qfocal_ciou", "cls_scale": 8}}
