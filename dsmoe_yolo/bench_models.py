@@ -23,6 +23,7 @@ import multiprocessing as mp
 import resource
 import tempfile
 from pathlib import Path
+from queue import Empty
 
 from dsmoe_yolo.timing import median_ms
 
@@ -162,11 +163,21 @@ def _latencies(rows: list[dict], runs: int, threads: int, nc: int, queue) -> Non
 
 
 def _in_child(target, *args):
+    """Run ``target(*args, queue)`` in a spawned process and return what it put; a child that dies without an answer
+    (an uncaught error, a crash) raises instead of leaving this process waiting for ever."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    result = json.loads(queue.get())
+    while True:
+        try:
+            result = json.loads(queue.get(timeout=2))
+            break
+        except Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"bench-models: {target.__name__} ended (exit code {proc.exitcode}) without a result"
+                ) from None
     proc.join()
     return result
 

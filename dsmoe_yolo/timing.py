@@ -28,6 +28,8 @@ def interleaved_median_ms(fns: dict[str, Callable[[], Any]], runs: int = 10, war
     function per round (the order rotating each round), after ``warmup`` untimed calls of each. A machine that slows
     down or speeds up during the measurement shifts every function alike, so the ratios hold."""
     names = list(fns)
+    if not names:
+        return {}
     for name in names:
         for _ in range(warmup):
             fns[name]()

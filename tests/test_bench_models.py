@@ -40,3 +40,17 @@ def test_latencies_are_timed_in_interleaved_rounds():
     assert calls[:3] == ["a", "b", "c"]  # warm-up
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # one call each per round, order rotating
     assert set(result) == {"a", "b", "c"} and all(v >= 0 for v in result.values())
+
+
+def test_a_child_that_dies_is_an_error_not_a_hang():
+    from dsmoe_yolo.bench_models import _in_child
+
+    with pytest.raises(RuntimeError, match="without a result"):
+        _in_child(_exit_without_answer)
+    from dsmoe_yolo.timing import interleaved_median_ms
+
+    assert interleaved_median_ms({}) == {}  # no ONNX Runtime: nothing to time
+
+
+def _exit_without_answer(queue):
+    raise SystemExit(3)
