@@ -113,51 +113,47 @@ class SpaceBroadcast(YAMLLayer):
         rho = torch.tanh(self.curvature.sqrt() * geo.float().norm(dim=1, keepdim=True))
         return 1 + (self.max_dilation - 1) * (1 - rho)
 
-    def folded(self, text: torch.Tensor) -> dict:
-        """Inference constants for class text (nc, d): the text pooling's factors, BatchNorm folded into the
-        deformable kernel (W', b'), sqrt(kappa) as a float and the dilation's tap grid times (r_max - 1)."""
-        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
-        return {
-            "pool": self.text.text_side(text),
-            "weight": (self.weight * scale[:, None, None, None]).flatten(1),  # (c2, C*k*k)
-            "bias": (self.bn.bias - self.bn.running_mean * scale)[:, None],  # (c2, 1)
-            "sqrt_kappa": self.curvature.sqrt().item(),
-            "grid": self.grid * (self.max_dilation - 1),
-        }
+    def fuse_inference(self) -> None:
+        """Fold BatchNorm into the deformable kernel, W' (c2, C*k*k) and b' (c2, 1), and keep the dilation's constants,
+        for ``_deform_folded`` (non-persistent buffers: they follow ``.to()``/``.half()``)."""
+        super().fuse_inference()
+        with torch.no_grad():
+            scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+            weight = (self.weight * scale[:, None, None, None]).flatten(1)
+            self.register_buffer("folded_weight", weight, persistent=False)
+            self.register_buffer(
+                "folded_bias", (self.bn.bias - self.bn.running_mean * scale)[:, None], persistent=False
+            )
+            self.register_buffer("folded_grid", self.grid * (self.max_dilation - 1), persistent=False)
+        self.sqrt_kappa = self.curvature.sqrt().item()
 
-    def _fused(self, feats: torch.Tensor, geo: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """``forward`` for eager inference with the constants of ``folded`` (equal to float rounding)."""
-        f = text_cached(self, "folded", text, self.folded)
-        t = self.text.broadcast(feats, text, f["pool"])
-        fm = torch.cat([feats, self.compress(geo)], 1)
-        om = self.offset_pw(self.offset_dw(torch.cat([fm, t], 1)))
-        kk = self.k * self.k
-        offset, mask = om[:, : 2 * kk], torch.sigmoid(om[:, 2 * kk :])
-        rho = torch.tanh(geo.norm(dim=1, keepdim=True) * f["sqrt_kappa"])  # (r - 1) = (r_max - 1)(1 - rho)
-        lim = float(max(feats.shape[2:]))
-        offset = torch.addcmul(offset, 1 - rho, f["grid"]).nan_to_num_(0.0, lim, -lim).clamp_(-lim, lim)
-        y = deform_conv2d_flat(fm, offset, f["weight"], f["bias"], self.k, mask)
-        y = self.act(y)
-        return y + feats if self.residual else y
+    def _deform_folded(self, fm, offset, mask, geo) -> torch.Tensor:
+        """The dilated deformable conv + BatchNorm of ``forward`` for eager inference, with the constants of
+        ``fuse_inference`` (equal to float rounding): (B, c2, H, W), before the activation."""
+        rho = torch.tanh(geo.norm(dim=1, keepdim=True) * self.sqrt_kappa)  # (r - 1) = (r_max - 1)(1 - rho)
+        lim = float(max(fm.shape[2:]))
+        offset = torch.addcmul(offset, 1 - rho, self.folded_grid).nan_to_num_(0.0, lim, -lim).clamp_(-lim, lim)
+        return deform_conv2d_flat(fm, offset, self.folded_weight, self.folded_bias, self.k, mask)
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         """Map [F (B, c, H, W), G (B, c_geo, H, W), T (nc, d)] to (B, c2, H, W)."""
         feats, geo, text = x
-        if self.inference_path and not is_tracing() and feats.dtype == torch.float32:
-            return self._fused(feats, geo, text)
         t = self.text.broadcast(feats, text, text_cached(self, "pool", text, self.text.text_side))
         fm = torch.cat([feats, self.compress(geo)], 1)
         om = self.offset_pw(self.offset_dw(torch.cat([fm, t], 1)))
         kk = self.k * self.k
         offset, mask = om[:, : 2 * kk], torch.sigmoid(om[:, 2 * kk :])
-        offset = offset + ((self.dilation(geo) - 1) * self.grid).to(offset.dtype)  # dilate the kernel grid by r
-        if not is_tracing():  # torchvision's CPU kernel reads out of bounds (segfaults) on NaN offsets
-            lim = float(max(feats.shape[2:]))
-            offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
-        with torch.autocast(device_type=fm.device.type, enabled=False):  # fp32: CPU kernels lack bf16/fp16
-            y = deform_conv2d(
-                fm.float(), offset.float(), self.weight.float(), None, padding=self.k // 2, mask=mask.float()
-            )
-        y = y.to(fm.dtype)
-        y = self.act(self.bn(y))
+        if self.inference_path and not is_tracing() and fm.dtype == torch.float32:
+            y = self._deform_folded(fm, offset, mask, geo)
+        else:
+            offset = offset + ((self.dilation(geo) - 1) * self.grid).to(offset.dtype)  # dilate the kernel grid by r
+            if not is_tracing():  # torchvision's CPU kernel reads out of bounds (segfaults) on NaN offsets
+                lim = float(max(feats.shape[2:]))
+                offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
+            with torch.autocast(device_type=fm.device.type, enabled=False):  # fp32: CPU kernels lack bf16/fp16
+                y = deform_conv2d(
+                    fm.float(), offset.float(), self.weight.float(), None, padding=self.k // 2, mask=mask.float()
+                )
+            y = self.bn(y.to(fm.dtype))
+        y = self.act(y)
         return y + feats if self.residual else y

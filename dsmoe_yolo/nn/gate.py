@@ -69,7 +69,7 @@ def route(logits: torch.Tensor, k: int, tau: torch.Tensor | float) -> tuple[torc
         >>> i.tolist(), round(w.sum().item(), 6)
         ([[2, 1]], 1.0)
     """
-    probs = torch.softmax(logits.float() if isinstance(tau, float) and tau == 1.0 else logits.float() / tau, dim=-1)
+    probs = torch.softmax(logits.float() / tau, dim=-1)
     top, indices = probs.topk(k, dim=-1)
     weights = top / top.sum(-1, keepdim=True).clamp_min(1e-12)
     return weights, indices, probs
@@ -256,9 +256,9 @@ class ExpertGate(nn.Module):
     def forward(self, feats: torch.Tensor, text: torch.Tensor, text_side=None):
         """Return (weights (B, k), indices (B, k), probs (B, N)); ``text_side``: as in ``logits``, or the dict of
         ``folded`` constants (fused inference)."""
-        tau = self.tau.float()
         if isinstance(text_side, dict):  # the constants of `folded` (fused inference): logits / tau
             return route(self.folded_logits(feats, text_side).float(), self.top_k, 1.0)
+        tau = self.tau.float()
         logits = self.logits(feats, text, text_side).float()
         if self.training and self.noise > 0:
             logits = logits + torch.randn_like(logits) * self.noise * tau  # noise of std `noise` after dividing by tau

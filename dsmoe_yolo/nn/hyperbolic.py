@@ -159,7 +159,7 @@ class HyperbolicAlign(YAMLLayer):
             "c": c,
             "s": s,
             "limit": ball.MAX_TANGENT / c**0.5,
-            "maxnorm": (1 - 4e-3) / s,
+            "maxnorm": (1 - ball.EPS_FP32) / s,  # project's margin (the stage is an fp32 island)
             "logit": -2 / (tau * s),  # softmax(-d / tau) with d = 2 artanh(s |.|) / s
             "lam": lam,
         }
@@ -173,12 +173,12 @@ class HyperbolicAlign(YAMLLayer):
         - d(z, a_k) = 2 artanh(sqrt(c) |(-z) (+) a_k|) / sqrt(c) needs only |z|^2, |a_k|^2 and z . a_k (one matmul):
           |A x + B y|^2 = A^2 |x|^2 + B^2 |y|^2 + 2 A B x . y, without the (B, HW, nc, D) tensor of differences.
         """
-        c, s, edge = k["c"], k["s"], 1 - 1e-7
+        c, s, edge, clamp = k["c"], k["s"], ball.ARTANH_EDGE, ball.TANH_CLAMP
         atanh = ball.artanh_exportable if is_tracing() else torch.atanh  # ONNX has no aten::atanh symbolic
 
         def to_ball(u):  # project(expmap0(clamp_tangent(u)))
             n = u.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-            return u * (torch.tanh((n.clamp(max=k["limit"]) * s).clamp(max=15.0)).div(s).clamp(max=k["maxnorm"]) / n)
+            return u * (torch.tanh((n.clamp(max=k["limit"]) * s).clamp(max=clamp)).div(s).clamp(max=k["maxnorm"]) / n)
 
         z = to_ball(v)  # (B, HW, D)
         z2 = (z * z).sum(-1, keepdim=True)  # (B, HW, 1)
@@ -190,7 +190,7 @@ class HyperbolicAlign(YAMLLayer):
         logits = atanh((num2.sqrt() / denom * s).clamp(max=edge)) * k["logit"]  # -d / tau
         ctx = to_ball(torch.softmax(logits, dim=-1) @ k["anchors_t"])
         n = ctx.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-        ctx = ctx * (torch.tanh((atanh((n * s).clamp(max=edge)) * k["lam"]).clamp(-15.0, 15.0)) / (n * s))
+        ctx = ctx * (torch.tanh((atanh((n * s).clamp(max=edge)) * k["lam"]).clamp(-clamp, clamp)) / (n * s))
         y2, zy = (ctx * ctx).sum(-1, keepdim=True), (z * ctx).sum(-1, keepdim=True)
         two_c_zy = zy * (2 * c)
         fused = ((two_c_zy + 1 + y2 * c) * z + big_b * ctx) / (two_c_zy + 1 + z2 * y2 * (c * c)).clamp_min(1e-15)

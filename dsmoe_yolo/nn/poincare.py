@@ -2,9 +2,11 @@
 
 Training and eager inference use geoopt (``geoopt.manifolds.stereographic.math``): the math is taken from geoopt,
 not rewritten. Export cannot: legacy ONNX export fails on geoopt's ``aten::isclose`` and TorchScript-compiled
-branches. While tracing, or when called with ``plain=True`` (fused inference: a third of geoopt's operator calls),
-each function takes ``_torch_*``, a line-by-line mirror of geoopt's ``k < 0`` branch (same clamps, ``artanh`` as
-``0.5 * (log(1 + x) - log(1 - x))``), checked against geoopt to 1e-5 by the tests.
+branches. While tracing, or when called with ``plain=True`` (``expmap0``, ``logmap0``, ``project``: the fused
+inference path's text anchors), each function takes ``_torch_*``, a line-by-line mirror of geoopt's ``k < 0`` branch
+(same clamps, ``artanh`` as ``0.5 * (log(1 + x) - log(1 - x))``), checked against geoopt to 1e-5 by the tests.
+The clamps are named here (``TANH_CLAMP``, ``ARTANH_EDGE``, ``EPS_FP32``) for the closed form of
+``HyperbolicAlign._fuse_radial`` too.
 
 All functions reduce over the last dimension. Numerics live here in one place: ``project`` keeps points inside the
 ball; ``clamp_tangent`` clamps tangent vectors *before* ``tanh`` (MERU's habit) so huge inputs stay finite.
@@ -34,6 +36,9 @@ def _gmath():
 
 
 MAX_TANGENT = 15.0  # sqrt(c) * |u| beyond this makes tanh(...) == 1 in fp32 anyway
+TANH_CLAMP = 15.0  # geoopt clamps tanh's argument to +-15
+ARTANH_EDGE = 1 - 1e-7  # geoopt clamps artanh's argument to +-(1 - 1e-7)
+EPS_FP32 = 4e-3  # geoopt's project margin in float32 (1e-5 otherwise): |x| <= (1 - eps) / sqrt(c)
 
 
 def _k(c: torch.Tensor) -> torch.Tensor:
@@ -49,7 +54,7 @@ def clamp_tangent(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 # Pure-torch mirror of geoopt (k < 0), used while tracing for export --------------------------------------------------
 def _tanh(x):
-    return x.clamp(-15, 15).tanh()
+    return x.clamp(-TANH_CLAMP, TANH_CLAMP).tanh()
 
 
 def artanh_exportable(x):
@@ -58,7 +63,7 @@ def artanh_exportable(x):
 
 
 def _artanh(x):
-    return artanh_exportable(x.clamp(-1 + 1e-7, 1 - 1e-7))
+    return artanh_exportable(x.clamp(-ARTANH_EDGE, ARTANH_EDGE))
 
 
 def _tan_k(x, c):
@@ -115,22 +120,22 @@ def logmap0(y: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tens
     return _torch_logmap0(y, c) if plain or is_tracing() else _gmath().logmap0(y, k=_k(c))
 
 
-def mobius_add(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
+def mobius_add(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Mobius addition x (+) y, broadcasting over leading dimensions."""
-    return _torch_mobius_add(x, y, c) if plain or is_tracing() else _gmath().mobius_add(x, y, k=_k(c))
+    return _torch_mobius_add(x, y, c) if is_tracing() else _gmath().mobius_add(x, y, k=_k(c))
 
 
-def mobius_scalar_mul(r: torch.Tensor, x: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
+def mobius_scalar_mul(r: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Mobius scalar multiplication r (x) x."""
-    return _torch_mobius_scalar_mul(r, x, c) if plain or is_tracing() else _gmath().mobius_scalar_mul(r, x, k=_k(c))
+    return _torch_mobius_scalar_mul(r, x, c) if is_tracing() else _gmath().mobius_scalar_mul(r, x, k=_k(c))
 
 
-def dist(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, plain: bool = False) -> torch.Tensor:
+def dist(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Geodesic distance (...,) between ball points x and y (..., D)."""
-    return _torch_dist(x, y, c) if plain or is_tracing() else _gmath().dist(x, y, k=_k(c))
+    return _torch_dist(x, y, c) if is_tracing() else _gmath().dist(x, y, k=_k(c))
 
 
 def project(x: torch.Tensor, c: torch.Tensor, eps: float | None = None, plain: bool = False) -> torch.Tensor:
     """Pull points at or beyond the boundary back inside the ball (geoopt's eps: 4e-3 in fp32, 1e-5 otherwise)."""
-    eps = (4e-3 if x.dtype == torch.float32 else 1e-5) if eps is None else eps
+    eps = (EPS_FP32 if x.dtype == torch.float32 else 1e-5) if eps is None else eps
     return _torch_project(x, c, eps) if plain or is_tracing() else _gmath().project(x, k=_k(c), eps=eps)
