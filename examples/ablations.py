@@ -7,6 +7,11 @@ questions), as model and data variants of one recipe, trained with `dsmoe benchm
 Writes under ``out``: ``models/`` (one YAML per model variant, from ``dsmoe-lite-yolov8.yaml`` at ``scale``),
 ``prompts/`` and ``data/`` (the data YAML with other class texts), then prints, or with ``run=True`` runs one after the
 other, one ``dsmoe benchmark`` command per data variant. The same command again continues where it stopped.
+The text questions run first, then the model variants in order of interest (the k sweep last).
+
+``k5=<training folder>`` reuses a finished run of the shipped lite model with the same recipe and seed (e.g. the main
+campaign's ``dsmoe-lite-yolov8n-seed0``) as the ``k5`` row instead of training the same model again: it is copied in
+as ``curated/dsmoe-lite-k5-yolov8n-seed<seed>``, and ``dsmoe benchmark`` checks its recorded recipe like any other run.
 
 Model variants (curated class descriptions): ``k1 k2 k5 k8 k32`` top-k of 32 experts (k5 is the shipped model),
 ``nohyp`` stage 5 replaced by a 1x1 Conv of the same width (no Poincare ball; the deformable conv's dilation then
@@ -20,6 +25,7 @@ curated descriptions rotated by one class (class i gets class i+1's), so the tex
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +35,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "cfg" / "models" / "dsmoe-lite-yolov8.yaml"
 TOP_K = (1, 2, 5, 8, 32)
+# the curated run's model variants, most telling first (a campaign stopped half-way still answers the main questions)
+ORDER = ("dense", "nohyp", "qfocal", "k1", "k32", "k2", "k8", "qfocal-cls8", "qfocal-cls32", "k5")
 
 
 def _rows(doc: dict, module: str) -> list[int]:
@@ -116,24 +124,44 @@ def commands(
     common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={batch}", f"seeds={seed}", "exist_ok=True", f"jobs={jobs}"]
     project = str(Path(out).resolve())
     lines = [
-        ["dsmoe", "benchmark", f"data={datas['curated']}", "models=" + ",".join(str(p) for p in models.values())]
+        ["dsmoe", "benchmark", f"data={datas[name]}", f"models={models['k5']}"]
+        + common
+        + [f"project={project}", f"name={name}"]
+        for name in ("shuffled", "templates")
+    ]
+    lines.append(
+        ["dsmoe", "benchmark", f"data={datas['curated']}", "models=" + ",".join(str(models[n]) for n in ORDER)]
         + common
         + [f"project={project}", "name=curated"]
-    ]
-    for name in ("templates", "shuffled"):
-        lines.append(
-            ["dsmoe", "benchmark", f"data={datas[name]}", f"models={models['k5']}"]
-            + common
-            + [f"project={project}", f"name={name}"]
-        )
+    )
     return lines
+
+
+def reuse_k5(run: str, out: str, scale: str = "n", seed: int = 0) -> Path:
+    """Copy a finished run of the shipped lite model in as the curated ``k5`` run (once); return where it lies."""
+    source = Path(run)
+    if not (source / "weights" / "last.pt").is_file() or not (source / "args.yaml").is_file():
+        raise FileNotFoundError(
+            f"k5={run}: not a training folder (no weights/last.pt and args.yaml); give a finished "
+            f"run of dsmoe-lite-yolov8{scale}.yaml, or drop k5= to train it here"
+        )
+    model = Path(yaml.safe_load((source / "args.yaml").read_text())["model"]).name
+    if model not in (f"dsmoe-lite-yolov8{scale}.yaml", f"dsmoe-lite-k5-yolov8{scale}.yaml"):
+        raise ValueError(f"k5={run} trained {model}, not dsmoe-lite-yolov8{scale}.yaml (the k5 row's model)")
+    target = Path(out) / "curated" / f"dsmoe-lite-k5-yolov8{scale}-seed{seed}"
+    if not target.exists():
+        shutil.copytree(source, target)
+    return target
 
 
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     run = args.pop("run", "False").lower() in ("1", "true", "yes")
     ints = {k: int(args.pop(k)) for k in ("epochs", "imgsz", "batch", "seed", "jobs") if k in args}
-    for line in commands(args.pop("data"), args.pop("out", "ablations"), args.pop("scale", "n"), **ints):
+    out, scale = args.pop("out", "ablations"), args.pop("scale", "n")
+    if "k5" in args:
+        print(f"k5: {reuse_k5(args.pop('k5'), out, scale, ints.get('seed', 0))}", flush=True)
+    for line in commands(args.pop("data"), out, scale, **ints):
         print(shlex.join(line), flush=True)
         if run:
             subprocess.run(line, check=True)

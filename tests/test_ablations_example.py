@@ -61,5 +61,33 @@ def test_commands_share_one_recipe(ablations, data, tmp_path):
     assert [line[:2] for line in lines] == [["dsmoe", "benchmark"]] * 3
     for line in lines:
         assert {"epochs=3", "imgsz=224", "batch=16", "seeds=0", "exist_ok=True", "jobs=1"} <= set(line)
-    assert len(lines[0][3].split(",")) == 10 and lines[1][3].endswith("dsmoe-lite-k5-yolov8n.yaml")
-    assert [line[-1] for line in lines] == ["name=curated", "name=templates", "name=shuffled"]
+    assert lines[0][3].endswith("dsmoe-lite-k5-yolov8n.yaml") and lines[1][3].endswith("dsmoe-lite-k5-yolov8n.yaml")
+    curated = [Path(p).name for p in lines[2][3].removeprefix("models=").split(",")]
+    assert len(set(curated)) == 10 and curated[0] == "dsmoe-lite-dense-yolov8n.yaml"
+    assert curated[-1] == "dsmoe-lite-k5-yolov8n.yaml"  # the shipped model, often reused (k5=), last
+    assert [line[-1] for line in lines] == ["name=shuffled", "name=templates", "name=curated"]
+
+
+def _train_dir(path: Path, model: str) -> Path:
+    (path / "weights").mkdir(parents=True)
+    (path / "weights" / "last.pt").write_bytes(b"checkpoint")
+    (path / "args.yaml").write_text(yaml.safe_dump({"model": model, "epochs": 60}))
+    return path
+
+
+def test_k5_reuses_a_finished_shipped_run_once(ablations, tmp_path):
+    run = _train_dir(tmp_path / "campaign" / "dsmoe-lite-yolov8n-seed0", "dsmoe-lite-yolov8n.yaml")
+    target = ablations.reuse_k5(str(run), str(tmp_path / "out"), "n", 0)
+    assert target == tmp_path / "out" / "curated" / "dsmoe-lite-k5-yolov8n-seed0"
+    assert (target / "weights" / "last.pt").read_bytes() == b"checkpoint"
+    (target / "weights" / "last.pt").write_bytes(b"resumed here")  # a second call must not overwrite it
+    ablations.reuse_k5(str(run), str(tmp_path / "out"), "n", 0)
+    assert (target / "weights" / "last.pt").read_bytes() == b"resumed here"
+
+
+def test_k5_refuses_another_model_or_no_run(ablations, tmp_path):
+    other = _train_dir(tmp_path / "yolov8n-seed0", "yolov8n.yaml")
+    with pytest.raises(ValueError, match="yolov8n.yaml, not dsmoe-lite-yolov8n.yaml"):
+        ablations.reuse_k5(str(other), str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="not a training folder"):
+        ablations.reuse_k5(str(tmp_path / "nothing"), str(tmp_path / "out"))
