@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The CPU evidence campaign behind the README's "Results" (issue 14), as the commands that produce it. Every step is
+# resumable: run the script again and each `dsmoe benchmark` skips finished runs and resumes interrupted ones.
+#
+#   bash examples/cpu_campaign.sh /path/to/shared/data campaign      # data root (neu-det/, deeppcb/), output folder
+#
+# On 2 cores this is days of training (NEU-DET at 224 px: ~1 min/epoch for YOLOv8n, ~1.2 for lite-n, ~4 for
+# DS-MoE-n; DeepPCB at 320 px ~1.6x that), so run it in the background:
+#   setsid nohup bash examples/cpu_campaign.sh ../shared/data campaign > campaign.log 2>&1 &
+# Ultralytics trains with (cores - 1) threads, one here, so two trainings at once (jobs=2) cost each little.
+set -euo pipefail
+DATA=$(cd "${1:?usage: cpu_campaign.sh DATA_ROOT [OUT]}" && pwd)
+OUT=$(mkdir -p "${2:-campaign}" && cd "${2:-campaign}" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NEU=$DATA/neu-det/data.yaml
+PCB=$DATA/deeppcb/data.yaml
+RECIPE=(imgsz=224 batch=16 epochs=60 exist_ok=True "project=$OUT")
+
+# 1. NEU-DET: YOLOv8n and lite-n, two seeds each, side by side.
+dsmoe benchmark data="$NEU" models=yolov8n.yaml,dsmoe-lite-yolov8n.yaml seeds=0,1 "${RECIPE[@]}" name=neu-det jobs=2
+
+# 2. DeepPCB at 320 px: YOLOv8n and lite-n, one seed.
+dsmoe benchmark data="$PCB" models=yolov8n.yaml,dsmoe-lite-yolov8n.yaml seeds=0 epochs=40 imgsz=320 batch=16 \
+    exist_ok=True "project=$OUT" name=deeppcb jobs=2
+
+# 3. Side by side: the full DS-MoE-n on NEU-DET (one seed, ~4 h) and the lite-n ablations (one training at a time;
+#    the k5 row is the shipped lite model, so step 1's seed-0 run is reused for it instead of trained again).
+dsmoe benchmark data="$NEU" models=dsmoe-yolov8n.yaml seeds=0 "${RECIPE[@]}" name=neu-det-dsmoe jobs=1 &
+full=$!
+python "$ROOT/examples/ablations.py" data="$NEU" out="$OUT/ablations" run=True jobs=1 \
+    k5="$OUT/neu-det/dsmoe-lite-yolov8n-seed0" &
+ablations=$!
+wait "$full"
+wait "$ablations"

@@ -1,0 +1,65 @@
+"""examples/cpu_campaign.sh (the README's Results commands): run with stand-ins for `dsmoe` and `python` that only record
+their arguments, then check every recorded `dsmoe benchmark` line against the real CLI parser and argument checks."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dsmoe_yolo.benchmark import run_benchmark
+from dsmoe_yolo.benchmark.settings import check_args
+from dsmoe_yolo.cli import COMMANDS, parse_args
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cpu_campaign.sh"
+RECORDER = '#!/usr/bin/env bash\nprintf "%s\\n" "$(basename "$0") $*" >> "$CALLS"\n'
+
+
+@pytest.fixture
+def calls(tmp_path):
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("dsmoe", "python"):
+        (bin_dir / name).write_text(RECORDER)
+        (bin_dir / name).chmod(0o755)
+    data = tmp_path / "data"
+    for name in ("neu-det", "deeppcb"):
+        (data / name).mkdir(parents=True)
+    log = tmp_path / "calls.txt"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(log))
+    subprocess.run(["bash", str(SCRIPT), str(data), str(tmp_path / "out")], env=env, check=True, timeout=60)
+    return data, tmp_path / "out", log.read_text().splitlines()
+
+
+def test_every_benchmark_line_parses_and_checks(calls):
+    data, out, lines = calls
+    benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
+    assert len(benchmarks) == 3
+    parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
+    defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
+    for args in parsed:
+        check_args(**{k: args.get(k, defaults[k]) for k in inspect.signature(check_args).parameters})
+        assert args["project"] == str(out) and args["exist_ok"] is True
+    by_name = {args["name"]: args for args in parsed}
+    assert set(by_name) == {"neu-det", "deeppcb", "neu-det-dsmoe"}
+    neu, pcb, full = by_name["neu-det"], by_name["deeppcb"], by_name["neu-det-dsmoe"]
+    assert neu["data"] == full["data"] == str(data / "neu-det" / "data.yaml")
+    assert pcb["data"] == str(data / "deeppcb" / "data.yaml")
+    assert neu["models"] == pcb["models"] == "yolov8n.yaml,dsmoe-lite-yolov8n.yaml" and neu["seeds"] == "0,1"
+    assert full["models"] == "dsmoe-yolov8n.yaml"
+    assert (neu["epochs"], neu["imgsz"]) == (full["epochs"], full["imgsz"]) == (60, 224)  # one NEU-DET recipe
+    assert pcb["epochs"] >= 40 and pcb["imgsz"] >= 320  # issue 14's floor for DeepPCB
+
+
+def test_ablations_reuse_the_seed0_lite_run(calls):
+    data, out, lines = calls
+    (ablation,) = [line.split()[1:] for line in lines if line.startswith("python ")]
+    assert ablation[0].endswith("examples/ablations.py") and "run=True" in ablation
+    assert f"k5={out}/neu-det/dsmoe-lite-yolov8n-seed0" in ablation
+    assert f"data={data}/neu-det/data.yaml" in ablation
