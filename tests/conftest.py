@@ -30,7 +30,8 @@ os.environ.update(
         "TRANSFORMERS_OFFLINE": "1",
         "DSMOE_CACHE_DIR": str(SESSION / "cache"),
         "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+        # one thread per worker when pytest-xdist runs two (the default, pyproject.toml), two without it
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"),
         "PYTHONFAULTHANDLER": "1",
     }
 )
