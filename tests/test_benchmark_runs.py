@@ -190,6 +190,19 @@ def test_results_csv_rows_and_wall_time_per_epoch_across_a_resume(tmp_path):
     assert read_results(tmp_path / "missing") == [] and epoch_times([]) == []
 
 
+def test_wall_time_per_epoch_is_the_median_epoch(tmp_path):
+    """A run paused for an hour in one epoch (a stopped process, a closed laptop) keeps its typical epoch time."""
+    from dsmoe_yolo.benchmark.core import _evaluate_run
+
+    run = Run("yolov8n.yaml", "yolov8n", 0, tmp_path / "yolov8n-seed0")
+    run.dir.mkdir()
+    (run.dir / "results.csv").write_text("epoch,time\n1,70\n2,3740\n3,3810\n4,75\n5,145\n")  # resumed at 4
+    failures = []
+    row, classes, history = _evaluate_run(run, "killed", {}, failures)
+    assert row["s_per_epoch"] == 70 and row["epochs"] == 5 and row["status"] == "failed: train: killed"
+    assert classes == [] and len(history) == 5 and failures[0]["stage"] == "train"
+
+
 def test_training_folders_are_found_on_command_lines(tmp_path):
     lead = [
         "/work/venv/bin/python",

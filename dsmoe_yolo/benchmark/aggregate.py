@@ -6,7 +6,7 @@ import statistics
 
 __all__ = ("SEED_METRICS", "mean_std", "model_rows", "per_class_means", "model_status")
 
-# Per-run values averaged over seeds (``epochs``: epochs trained, fewer after early stopping; ``s_per_epoch``: mean
+# Per-run values averaged over seeds (``epochs``: epochs trained, fewer after early stopping; ``s_per_epoch``: median
 # wall seconds per epoch from results.csv).
 SEED_METRICS = ("mAP50", "mAP50-95", "P", "R", "epochs", "s_per_epoch")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import traceback
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _evaluate_run(run: Run, error: str | None, cfg: dict, failures: list) -> tup
         "weights": None,
         "status": "ok",
         "epochs": len(history) or None,
-        "s_per_epoch": sum(times) / len(times) if times else None,
+        "s_per_epoch": statistics.median(times) if times else None,  # a paused or shared epoch does not move it
     }
     weights = _weights(run)
     if error is None and weights is None:

@@ -167,8 +167,9 @@ def write_outputs(
     main = main_table(rows)
     measured = {r["model"]: r.get("seed") for r in rows}
     note = (
-        "mAP50, mAP50-95, P, R (val split, best.pt), epochs trained and wall s/epoch (results.csv): mean ± sample "
-        "standard deviation over the seeds listed (one value where one seed). Params, GFLOPs and latency are per "
+        "mAP50, mAP50-95, P, R (val split, best.pt), epochs trained and wall s/epoch (results.csv; the run's median "
+        "epoch, so a paused or interrupted epoch does not count): mean ± sample standard deviation over the seeds "
+        "listed (one value where one seed). Params, GFLOPs and latency are per "
         "model, measured once on one seed's best.pt ("
         + ", ".join(f"{m}: seed {s}" for m, s in measured.items() if s is not None)
         + ")."
