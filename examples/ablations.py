@@ -138,19 +138,28 @@ def commands(
 
 
 def reuse_k5(run: str, out: str, scale: str = "n", seed: int = 0) -> Path:
-    """Copy a finished run of the shipped lite model in as the curated ``k5`` run (once); return where it lies."""
+    """Copy a finished run of the shipped lite model in as the curated ``k5`` run (once); return where it lies.
+
+    The copy's ``args.yaml`` names the k5 variant's YAML (the same model: top-5 of 32 experts is the shipped default),
+    since ``dsmoe benchmark`` matches a run folder to its model by file name; ``REUSED.txt`` says where it came from."""
     source = Path(run)
     if not (source / "weights" / "last.pt").is_file() or not (source / "args.yaml").is_file():
         raise FileNotFoundError(
             f"k5={run}: not a training folder (no weights/last.pt and args.yaml); give a finished "
             f"run of dsmoe-lite-yolov8{scale}.yaml, or drop k5= to train it here"
         )
-    model = Path(yaml.safe_load((source / "args.yaml").read_text())["model"]).name
-    if model not in (f"dsmoe-lite-yolov8{scale}.yaml", f"dsmoe-lite-k5-yolov8{scale}.yaml"):
-        raise ValueError(f"k5={run} trained {model}, not dsmoe-lite-yolov8{scale}.yaml (the k5 row's model)")
+    args = yaml.safe_load((source / "args.yaml").read_text())
+    variant = Path(out).resolve() / "models" / f"dsmoe-lite-k5-yolov8{scale}.yaml"
+    if Path(str(args["model"])).name not in (f"dsmoe-lite-yolov8{scale}.yaml", variant.name):
+        raise ValueError(f"k5={run} trained {args['model']}, not dsmoe-lite-yolov8{scale}.yaml (the k5 row's model)")
     target = Path(out) / "curated" / f"dsmoe-lite-k5-yolov8{scale}-seed{seed}"
     if not target.exists():
         shutil.copytree(source, target)
+        (target / "args.yaml").write_text(yaml.safe_dump({**args, "model": str(variant)}, sort_keys=False))
+        (target / "REUSED.txt").write_text(
+            f"Copied from {source.resolve()} (model {args['model']}) by examples/ablations.py k5=: the k5 variant is "
+            f"that model, so it was not trained again.\n"
+        )
     return target
 
 

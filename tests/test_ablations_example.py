@@ -80,6 +80,9 @@ def test_k5_reuses_a_finished_shipped_run_once(ablations, tmp_path):
     target = ablations.reuse_k5(str(run), str(tmp_path / "out"), "n", 0)
     assert target == tmp_path / "out" / "curated" / "dsmoe-lite-k5-yolov8n-seed0"
     assert (target / "weights" / "last.pt").read_bytes() == b"checkpoint"
+    args = yaml.safe_load((target / "args.yaml").read_text())
+    assert args == {"model": str((tmp_path / "out" / "models" / "dsmoe-lite-k5-yolov8n.yaml").resolve()), "epochs": 60}
+    assert str(run.resolve()) in (target / "REUSED.txt").read_text()
     (target / "weights" / "last.pt").write_bytes(b"resumed here")  # a second call must not overwrite it
     ablations.reuse_k5(str(run), str(tmp_path / "out"), "n", 0)
     assert (target / "weights" / "last.pt").read_bytes() == b"resumed here"
