@@ -48,6 +48,13 @@ __all__ = ("SpaceBroadcast",)
 LOG_C_RANGE = (math.log(1e-2), math.log(10.0))
 
 
+def _bounded(offset: torch.Tensor, fm: torch.Tensor) -> torch.Tensor:
+    """Offsets (B, 2*k*k, H, W) made finite and within the map's size: torchvision's CPU kernel reads out of bounds
+    (segfaults) on NaN offsets."""
+    lim = float(max(fm.shape[2:]))
+    return offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
+
+
 class SpaceBroadcast(YAMLLayer):
     """Text-modulated deformable k x k convolution of the visual map.
 
@@ -131,8 +138,7 @@ class SpaceBroadcast(YAMLLayer):
         """The dilated deformable conv + BatchNorm of ``forward`` for eager inference, with the constants of
         ``fuse_inference`` (equal to float rounding): (B, c2, H, W), before the activation."""
         rho = torch.tanh(geo.norm(dim=1, keepdim=True) * self.sqrt_kappa)  # (r - 1) = (r_max - 1)(1 - rho)
-        lim = float(max(fm.shape[2:]))
-        offset = torch.addcmul(offset, 1 - rho, self.folded_grid).nan_to_num_(0.0, lim, -lim).clamp_(-lim, lim)
+        offset = _bounded(torch.addcmul(offset, 1 - rho, self.folded_grid), fm)
         return deform_conv2d_flat(fm, offset, self.folded_weight, self.folded_bias, self.k, mask)
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
@@ -147,9 +153,8 @@ class SpaceBroadcast(YAMLLayer):
             y = self._deform_folded(fm, offset, mask, geo)
         else:
             offset = offset + ((self.dilation(geo) - 1) * self.grid).to(offset.dtype)  # dilate the kernel grid by r
-            if not is_tracing():  # torchvision's CPU kernel reads out of bounds (segfaults) on NaN offsets
-                lim = float(max(feats.shape[2:]))
-                offset = offset.nan_to_num(0.0, lim, -lim).clamp(-lim, lim)
+            if not is_tracing():
+                offset = _bounded(offset, fm)
             with torch.autocast(device_type=fm.device.type, enabled=False):  # fp32: CPU kernels lack bf16/fp16
                 y = deform_conv2d(
                     fm.float(), offset.float(), self.weight.float(), None, padding=self.k // 2, mask=mask.float()
