@@ -24,6 +24,7 @@ curated descriptions rotated by one class (class i gets class i+1's), so the tex
 
 from __future__ import annotations
 
+import copy
 import shlex
 import shutil
 import subprocess
@@ -48,16 +49,16 @@ def model_variants(scale: str = "n") -> dict[str, dict]:
     base = yaml.safe_load(BASE.read_text())
     out = {}
     for k in TOP_K:
-        doc = yaml.safe_load(BASE.read_text())
+        doc = copy.deepcopy(base)
         (i,) = _rows(doc, "SparseMoE")
         doc["head"][i][3] = [doc["head"][i][3][0], {"experts": 32, "top_k": k}]
         out[f"k{k}"] = doc
-    doc = yaml.safe_load(BASE.read_text())
+    doc = copy.deepcopy(base)
     (i,) = _rows(doc, "HyperbolicAlign")
     visual = doc["head"][i][0][0]
     doc["head"][i] = [visual, 1, "Conv", [doc["head"][i][3][0], 1, 1]]
     out["nohyp"] = doc
-    doc = yaml.safe_load(BASE.read_text())
+    doc = copy.deepcopy(base)
     (i,) = _rows(doc, "SparseMoE")
     doc["head"][i] = [doc["head"][i][0], 1, "PlainTextFusion", [doc["head"][i][3][0]]]
     out["dense"] = doc
@@ -66,9 +67,13 @@ def model_variants(scale: str = "n") -> dict[str, dict]:
         ("qfocal-cls8", {"type": "qfocal_ciou", "cls_scale": 8}),
         ("qfocal-cls32", {"type": "qfocal_ciou", "cls_scale": 32}),
     ):
-        doc = dict(base, loss=loss)
-        out[name] = doc
+        out[name] = dict(copy.deepcopy(base), loss=loss)
     return {name: dict(doc, default_scale=scale) for name, doc in out.items()}
+
+
+def model_path(out: str | Path, name: str, scale: str = "n") -> Path:
+    """Where ``write`` puts a model variant's YAML (the scale letter in the file name, as Ultralytics reads it)."""
+    return Path(out) / "models" / f"dsmoe-lite-{name}-yolov8{scale}.yaml"
 
 
 def prompt_variants(names: list[str]) -> dict[str, dict]:
@@ -92,7 +97,7 @@ def write(data: str, out: str, scale: str = "n") -> tuple[dict[str, Path], dict[
     names = list(doc["names"].values()) if isinstance(doc["names"], dict) else list(doc["names"])
     models = {}
     for name, model in model_variants(scale).items():
-        path = out / "models" / f"dsmoe-lite-{name}-yolov8{scale}.yaml"  # the scale letter as Ultralytics reads it
+        path = model_path(out, name, scale)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(model, sort_keys=False))
         models[name] = path
@@ -149,7 +154,7 @@ def reuse_k5(run: str, out: str, scale: str = "n", seed: int = 0) -> Path:
             f"run of dsmoe-lite-yolov8{scale}.yaml, or drop k5= to train it here"
         )
     args = yaml.safe_load((source / "args.yaml").read_text())
-    variant = Path(out).resolve() / "models" / f"dsmoe-lite-k5-yolov8{scale}.yaml"
+    variant = model_path(out, "k5", scale).resolve()
     if Path(str(args["model"])).name not in (f"dsmoe-lite-yolov8{scale}.yaml", variant.name):
         raise ValueError(f"k5={run} trained {args['model']}, not dsmoe-lite-yolov8{scale}.yaml (the k5 row's model)")
     target = Path(out) / "curated" / f"dsmoe-lite-k5-yolov8{scale}-seed{seed}"
