@@ -177,8 +177,8 @@ def main(argv: list[str]) -> None:
         print(f"k5: {reuse_k5(args.pop('k5'), out, scale, ints.get('seed', 0))}", flush=True)
     for line in commands(args.pop("data"), out, scale, **ints):
         print(shlex.join(line), flush=True)
-        if run:
-            subprocess.run(line, check=True)
+        if run:  # this interpreter's CLI: `dsmoe` itself may not be on PATH (a venv's python called by its path)
+            subprocess.run([sys.executable, "-m", "dsmoe_yolo.cli", *line[1:]], check=True)
 
 
 if __name__ == "__main__":

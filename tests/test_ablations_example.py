@@ -94,3 +94,17 @@ def test_k5_refuses_another_model_or_no_run(ablations, tmp_path):
         ablations.reuse_k5(str(other), str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="not a training folder"):
         ablations.reuse_k5(str(tmp_path / "nothing"), str(tmp_path / "out"))
+
+
+def test_run_uses_this_interpreters_cli_not_path(ablations, data, tmp_path, monkeypatch):
+    """`python examples/ablations.py ... run=True` with a venv's python called by its path (no `dsmoe` on PATH)."""
+    import subprocess
+    import sys
+
+    calls, real_run = [], subprocess.run
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no `dsmoe` anywhere
+    monkeypatch.setattr(ablations.subprocess, "run", lambda argv, check: calls.append(argv))
+    ablations.main([f"data={data}", f"out={tmp_path / 'out'}", "epochs=1", "run=True"])
+    assert len(calls) == 3 and all(c[:4] == [sys.executable, "-m", "dsmoe_yolo.cli", "benchmark"] for c in calls)
+    help_ = real_run([*calls[0][:4], "--help"], capture_output=True, text=True, timeout=120)
+    assert help_.returncode == 0 and help_.stdout.startswith("usage: dsmoe benchmark"), help_.stderr
