@@ -3,6 +3,7 @@ questions), as model and data variants of one recipe, trained with `dsmoe benchm
 
     python examples/ablations.py data=/path/to/neu-det/data.yaml out=campaign/ablations            # write, print
     python examples/ablations.py data=/path/to/neu-det/data.yaml out=campaign/ablations run=True   # and run
+    python examples/ablations.py out=campaign/ablations report=True      # one table of every variant, so far
 
 Writes under ``out``: ``models/`` (one YAML per model variant, from ``dsmoe-lite-yolov8.yaml`` at ``scale``),
 ``prompts/`` and ``data/`` (the data YAML with other class texts), then prints, or with ``run=True`` runs one after the
@@ -20,11 +21,16 @@ reads a Euclidean norm), ``dense`` the sparse MoE replaced by one dense text-con
 Ultralytics' stock BCE loss, ``qfocal-cls8`` / ``qfocal-cls32`` the same with ``cls_scale`` 8 / 32.
 Data variants (shipped model, k5): ``templates`` class-name templates instead of descriptions, ``shuffled`` the
 curated descriptions rotated by one class (class i gets class i+1's), so the text no longer matches the class.
+
+``report=True`` gathers every variant into one Markdown table (printed, and written to ``out/ablations.md``): the
+numbers of each finished command's ``benchmark.csv`` (best.pt on the val split, latency), and for runs not in one yet
+their state (not started, or the epochs done and the best validation mAP50-95 so far, from ``results.csv``).
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import shlex
 import shutil
 import subprocess
@@ -142,6 +148,61 @@ def commands(
     return lines
 
 
+# (question, variant, model variant, data variant) of each report row; k5 on curated text is the shipped model
+REPORT_ROWS = (
+    ("text", "curated class descriptions (shipped)", "k5", "curated"),
+    ("text", "class-name templates", "k5", "templates"),
+    ("text", "descriptions shuffled between classes", "k5", "shuffled"),
+    *(("top-k of 32 experts", f"k = {k}", f"k{k}", "curated") for k in TOP_K),
+    ("hyperbolic stage 5", "off (a 1x1 Conv of the same width)", "nohyp", "curated"),
+    ("sparse MoE", "one dense text-conditioned layer", "dense", "curated"),
+    ("loss", "QFocal + CIoU, cls_scale 8", "qfocal-cls8", "curated"),
+    ("loss", "QFocal + CIoU, cls_scale 16", "qfocal", "curated"),
+    ("loss", "QFocal + CIoU, cls_scale 32", "qfocal-cls32", "curated"),
+)
+REPORT_COLUMNS = ("mAP50", "mAP50-95", "P", "R", "latency PyTorch ms", "latency ORT ms")
+
+
+def _run_progress(run: Path) -> str:
+    """State of a run that no benchmark.csv reports yet: not started, or its epochs and best val mAP50-95 so far."""
+    results = run / "results.csv"
+    if not results.is_file():
+        return "not started"
+    rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(results.open())]
+    epochs = (yaml.safe_load((run / "args.yaml").read_text()) or {}).get("epochs", "?")
+    best = max((float(r["metrics/mAP50-95(B)"]) for r in rows), default=float("nan"))
+    if isinstance(epochs, int) and len(rows) >= epochs:
+        return f"trained ({len(rows)} epochs, best val mAP50-95 {best:.3f}), waiting for its benchmark command to end"
+    return f"training: epoch {len(rows)}/{epochs}, best val mAP50-95 so far {best:.3f}"
+
+
+def _report_cell(value: str | None, column: str) -> str:
+    if value in (None, ""):
+        return "-"
+    return f"{float(value):.1f}" if column.startswith("latency") else f"{float(value):.3f}"
+
+
+def report(out: str | Path, scale: str = "n", seed: int = 0) -> str:
+    """One Markdown table of every ablation row under ``out``, with what is finished and what is not yet."""
+    out = Path(out)
+    finished = {}
+    for data_variant in ("curated", "templates", "shuffled"):
+        table = out / data_variant / "benchmark.csv"
+        for row in csv.DictReader(table.open()) if table.is_file() else []:
+            finished[Path(row["run dir"]).resolve()] = row
+    lines = [
+        "| question | variant | " + " | ".join(REPORT_COLUMNS) + " | status |",
+        "|---|---|" + "---:|" * len(REPORT_COLUMNS) + "---|",
+    ]
+    for question, label, model, data_variant in REPORT_ROWS:
+        run = (out / data_variant / f"{model_path(out, model, scale).stem}-seed{seed}").resolve()
+        row = finished.get(run)
+        cells = [_report_cell(row.get(c) if row else None, c) for c in REPORT_COLUMNS]
+        status = row["status"] if row else _run_progress(run)
+        lines.append(f"| {question} | {label} | " + " | ".join(cells) + f" | {status} |")
+    return "\n".join(lines) + "\n"
+
+
 def reuse_k5(run: str, out: str, scale: str = "n", seed: int = 0) -> Path:
     """Copy a finished run of the shipped lite model in as the curated ``k5`` run (once); return where it lies.
 
@@ -173,6 +234,11 @@ def main(argv: list[str]) -> None:
     run = args.pop("run", "False").lower() in ("1", "true", "yes")
     ints = {k: int(args.pop(k)) for k in ("epochs", "imgsz", "batch", "seed", "jobs") if k in args}
     out, scale = args.pop("out", "ablations"), args.pop("scale", "n")
+    if args.pop("report", "False").lower() in ("1", "true", "yes"):
+        table = report(out, scale, ints.get("seed", 0))
+        (Path(out) / "ablations.md").write_text(table)
+        print(table, end="")
+        return
     if "k5" in args:
         print(f"k5: {reuse_k5(args.pop('k5'), out, scale, ints.get('seed', 0))}", flush=True)
     for line in commands(args.pop("data"), out, scale, **ints):

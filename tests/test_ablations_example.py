@@ -108,3 +108,24 @@ def test_run_uses_this_interpreters_cli_not_path(ablations, data, tmp_path, monk
     assert len(calls) == 3 and all(c[:4] == [sys.executable, "-m", "dsmoe_yolo.cli", "benchmark"] for c in calls)
     help_ = real_run([*calls[0][:4], "--help"], capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0 and help_.stdout.startswith("usage: dsmoe benchmark"), help_.stderr
+
+
+def test_report_gathers_finished_rows_and_the_state_of_the_others(ablations, tmp_path, capsys):
+    out = tmp_path / "out"
+    k1 = out / "curated" / "dsmoe-lite-k1-yolov8n-seed0"
+    k1.mkdir(parents=True)
+    header = "model,seed,mAP50,mAP50-95,P,R,latency PyTorch ms,latency ORT ms,status,run dir\n"
+    (out / "curated" / "benchmark.csv").write_text(
+        header + f"dsmoe-lite-k1-yolov8n.yaml,0,0.6,0.31,0.7,0.55,31.25,,ok,{k1}\n"
+    )
+    shuffled = _train_dir(out / "shuffled" / "dsmoe-lite-k5-yolov8n-seed0", "dsmoe-lite-k5-yolov8n.yaml")
+    (shuffled / "results.csv").write_text("  epoch,  metrics/mAP50-95(B)\n1,0.05\n2,0.125\n3,0.1\n")
+    ablations.main([f"out={out}", "report=True"])
+    rows = {line.split(" | ")[1]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert len(rows) == len(ablations.REPORT_ROWS) == 13
+    assert rows["k = 1"].endswith("| 0.600 | 0.310 | 0.700 | 0.550 | 31.2 | - | ok |")
+    assert rows["descriptions shuffled between classes"].endswith(
+        "training: epoch 3/60, best val mAP50-95 so far 0.125 |"
+    )
+    assert rows["class-name templates"].endswith("| - | not started |")
+    assert (out / "ablations.md").read_text().count("\n") == 15
