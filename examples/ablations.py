@@ -231,10 +231,12 @@ def reuse_k5(run: str, out: str, scale: str = "n", seed: int = 0) -> Path:
 
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
-    run = args.pop("run", "False").lower() in ("1", "true", "yes")
+    run, show = (args.pop(k, "False").lower() in ("1", "true", "yes") for k in ("run", "report"))
     ints = {k: int(args.pop(k)) for k in ("epochs", "imgsz", "batch", "seed", "jobs") if k in args}
     out, scale = args.pop("out", "ablations"), args.pop("scale", "n")
-    if args.pop("report", "False").lower() in ("1", "true", "yes"):
+    if show:
+        if not Path(out).is_dir():
+            raise SystemExit(f"ablations: out={out} does not exist; give the out= of an ablations run")
         table = report(out, scale, ints.get("seed", 0))
         (Path(out) / "ablations.md").write_text(table)
         print(table, end="")

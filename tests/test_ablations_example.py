@@ -129,3 +129,5 @@ def test_report_gathers_finished_rows_and_the_state_of_the_others(ablations, tmp
     )
     assert rows["class-name templates"].endswith("| - | not started |")
     assert (out / "ablations.md").read_text().count("\n") == 15
+    with pytest.raises(SystemExit, match="out=.*missing.*does not exist"):
+        ablations.main([f"out={tmp_path / 'missing'}", "report=True"])
