@@ -165,12 +165,13 @@ REPORT_COLUMNS = ("mAP50", "mAP50-95", "P", "R", "latency PyTorch ms", "latency 
 
 def _run_progress(run: Path) -> str:
     """State of a run that no benchmark.csv reports yet: not started, or its epochs and best val mAP50-95 so far."""
-    results = run / "results.csv"
-    if not results.is_file():
+    from dsmoe_yolo.benchmark.runs import read_results  # one row per epoch, also for a resumed run
+
+    rows = read_results(run)
+    if not rows:
         return "not started"
-    rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(results.open())]
     epochs = (yaml.safe_load((run / "args.yaml").read_text()) or {}).get("epochs", "?")
-    best = max((float(r["metrics/mAP50-95(B)"]) for r in rows), default=float("nan"))
+    best = max(r.get("metrics/mAP50-95(B)", float("nan")) for r in rows)
     if isinstance(epochs, int) and len(rows) >= epochs:
         return f"trained ({len(rows)} epochs, best val mAP50-95 {best:.3f}), waiting for its benchmark command to end"
     return f"training: epoch {len(rows)}/{epochs}, best val mAP50-95 so far {best:.3f}"
