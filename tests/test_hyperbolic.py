@@ -94,10 +94,11 @@ def test_alignment_weights_prefer_the_nearest_anchor():
     with torch.no_grad():
         out = layer([f, t])[0, :, 0, :].T  # (4 pixels, 12)
         c = layer.curvature
+        alpha_v, alpha_t = layer.input_scales()
         z = ball.project(
-            ball.expmap0(ball.clamp_tangent(layer.visual(f).flatten(2).transpose(1, 2)[0], c), c), c
+            ball.expmap0(ball.clamp_tangent(layer.visual(f).flatten(2).transpose(1, 2)[0] * alpha_v, c), c), c
         )  # (4, 12)
-        anchors = ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t), c), c), c)  # (4, 12)
+        anchors = ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t) * alpha_t, c), c), c)  # (4, 12)
         ctx = ball.project(ball.expmap0(ball.clamp_tangent(ball.logmap0(anchors, c), c), c), c)
         fused_with = torch.stack(
             [ball.logmap0(ball.project(ball.mobius_add(z, ctx[k].expand_as(z), c), c), c) for k in range(4)], 1
@@ -118,7 +119,7 @@ def test_hierarchy_loss_orders_parents_closer_to_origin():
 
     def origin_distance():
         c = layer.curvature
-        a = ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t), c), c), c)
+        a = ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t) * layer.input_scales()[1], c), c), c)
         return ball.dist(torch.zeros_like(a), a, c)
 
     layer([torch.randn(1, 16, 2, 2), t])
@@ -147,7 +148,9 @@ def test_group_ordering_is_the_hinge_against_the_group_centre():
     t = torch.randn(5, 8)
     layer([torch.randn(1, 16, 2, 2), t])
     c = layer.curvature
-    u = ball.logmap0(ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t), c), c), c), c)
+    u = ball.logmap0(
+        ball.project(ball.expmap0(ball.clamp_tangent(layer.text(t) * layer.input_scales()[1], c), c), c), c
+    )
     members = [0, 1, 3]  # group 1 has one class: skipped; class 4 has no group
     centre = 2 * u[members].mean(0).norm()
     expected = torch.relu(centre - 2 * u[members].norm(dim=-1) + 5.0).mean()  # large margin: every hinge active
@@ -160,3 +163,45 @@ def test_group_ordering_is_the_hinge_against_the_group_centre():
     assert "hyp_order" not in aux_outputs(single)  # only singleton groups: nothing to order
     with pytest.raises(ValueError, match="groups lists 5 entries but the model has 3 classes"):
         layer([torch.randn(1, 16, 2, 2), torch.randn(3, 8)])
+
+
+def test_default_scales_keep_points_off_the_ball_margin():
+    """Regression: without MERU's input scales, unit-variance text of width 256 put every anchor at the projection
+    margin from the first step (sqrt(c)|W_t T| ~ 4.6, tanh ~ 0.9998 > 1 - 4e-3), where the ordering loss and the
+    curvature get no gradient. With the default scales (1/sqrt(D)) anchors and pixels start inside, and c, tau, lambda
+    and the ordering term all receive gradients."""
+    torch.manual_seed(0)
+    layer = HyperbolicAlign([64, 256], 64, hierarchy=[-1, 0, 0, -1, 3, 3])
+    text = torch.nn.functional.layer_norm(torch.randn(6, 256), (256,))  # as ClassText's LayerNorm output
+    feats = torch.nn.functional.silu(torch.randn(2, 64, 7, 7))
+    out = layer([feats, text])
+    c = layer.curvature
+    anchors, _ = layer.anchors(text, c)
+    radius = (anchors.norm(dim=-1) * c.sqrt()).detach()
+    assert radius.max() < 0.9, radius.tolist()  # margin at 1 - 4e-3
+    v = torch.nn.functional.conv2d(feats, *layer.visual_projection()).flatten(2).transpose(1, 2)
+    pixel_radius = torch.tanh(v.norm(dim=-1) * c.sqrt()).detach()
+    assert (pixel_radius < 0.99).float().mean() > 0.95
+    (out.square().mean() + aux_outputs(layer)["hyp_order"]).backward()
+    for name in ("log_c", "log_tau", "fusion_scale", "log_scale"):
+        grad = getattr(layer, name).grad
+        assert grad is not None and grad.abs().sum() > 1e-6, name
+    assert layer.text.weight.grad.abs().sum() > 0
+
+
+def test_layer_from_before_the_scales_computes_as_before():
+    """A layer unpickled from a checkpoint that predates ``log_scale`` has no such parameter: it runs unscaled, i.e.
+    exactly like a current layer whose scales are 1, in eval and on the fused inference path."""
+    torch.manual_seed(0)
+    old, new = HyperbolicAlign([16, 8], 12), HyperbolicAlign([16, 8], 12)
+    new.load_state_dict(old.state_dict())
+    del old.log_scale  # what unpickling a module saved before the parameter existed gives
+    with torch.no_grad():
+        new.log_scale.zero_()
+    assert old.input_scales() == (1.0, 1.0) and "log_scale" not in old.state_dict()
+    f, t = torch.randn(2, 16, 5, 5), torch.randn(4, 8)
+    torch.testing.assert_close(old([f, t]), new([f, t]))
+    for layer in (old, new):
+        layer.eval().fuse_inference()
+    with torch.inference_mode():
+        torch.testing.assert_close(old([f, t]), new([f, t]))

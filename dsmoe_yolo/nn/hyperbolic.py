@@ -2,14 +2,19 @@
 
 Adopted formulation (PAPER.md stage 5). Per pixel p with visual vector F_p and class embeddings T_k:
 
-    z_p  = exp0_c(clamp(W_v F_p))                      visual point on the ball
-    a_k  = proj_c(exp0_c(clamp(W_t T_k)))              text anchors
+    z_p  = exp0_c(clamp(alpha_v W_v F_p))              visual point on the ball
+    a_k  = proj_c(exp0_c(clamp(alpha_t W_t T_k)))      text anchors
     w_pk = softmax_k(-d_c(z_p, a_k) / tau)             pixel-to-class weights from geodesic distance
     ctx  = exp0_c(sum_k w_pk log0_c(a_k))              weighted log0-mean of the anchors
     out  = log0_c(proj_c(z_p (+)_c (lambda (x)_c ctx)))   Mobius fusion, mapped back to the tangent space
 
 The curvature c > 0 is learnable, stored as log(c) and clamped in log space to [1e-2, 10]; tau and lambda are
-learnable too. Departures: the context is the weighted log0-mean of the anchors (PAPER.md allows it instead of the
+learnable too. alpha_v and alpha_t are MERU's learnable input scales (Desai et al., 2023), stored as logs, initialised
+to 1/sqrt(D) and clamped to <= 1. Without them (the first version of this layer) a trained model put every text anchor and
+most pixels at the ball's projection margin (sqrt(c)|a_k| = 1 - 4e-3: |W_t T_k| ~ 6 where tanh saturates), where the
+geometry is lost: all anchors equally far from the origin (so the ordering loss has no gradient), c, tau and lambda
+without gradient (they stayed at their initial values), and SpaceBroadcast's curvature-driven dilation stuck at 1.
+Checkpoints of layers built before the scales keep computing without them. Departures: the context is the weighted log0-mean of the anchors (PAPER.md allows it instead of the
 gyro-midpoint). The whole stage runs as an fp32 island (autocast off) and clamps tangent vectors before ``tanh``, so
 inputs of norm 0, 1e-8 or 1e4, and points at the ball boundary, stay finite.
 
@@ -88,6 +93,7 @@ class HyperbolicAlign(YAMLLayer):
         self.log_c = nn.Parameter(torch.tensor(math.log(curvature)))
         self.log_tau = nn.Parameter(torch.tensor(0.0))
         self.fusion_scale = nn.Parameter(torch.tensor(0.5))
+        self.log_scale = nn.Parameter(torch.full((2,), -0.5 * math.log(c2)))  # log(alpha_v), log(alpha_t)
         self.hierarchy = list(hierarchy) if hierarchy else None
         self.groups = None
         self.set_groups(groups)
@@ -102,6 +108,14 @@ class HyperbolicAlign(YAMLLayer):
         """True if the ordering loss (Eq. 12) has parent-child pairs to order."""
         return bool(self.hierarchy or self.groups)
 
+    def input_scales(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(alpha_v, alpha_t), each <= 1; (1.0, 1.0) for a layer unpickled from a checkpoint that predates them."""
+        log_scale = getattr(self, "log_scale", None)
+        if log_scale is None:
+            return 1.0, 1.0
+        alpha = log_scale.float().clamp(max=0.0).exp()
+        return alpha[0], alpha[1]
+
     @property
     def curvature(self) -> torch.Tensor:
         """Positive curvature magnitude c, clamped to [1e-2, 10]."""
@@ -113,11 +127,13 @@ class HyperbolicAlign(YAMLLayer):
         dtype = feats.dtype
         b, _, h, w = feats.shape
         with torch.autocast(device_type=feats.device.type, enabled=False):  # fp32 island
-            weight, bias = self.visual.weight.float(), self.visual.bias.float()
-            v = F.conv2d(feats.float(), weight, bias).flatten(2).transpose(1, 2)  # (B, HW, D)
             if self.inference_path:  # closed form; the text's constants computed once per class text
-                out = self._fuse_radial(v, text_cached(self, "ball", text, self.ball_constants))
+                k = text_cached(self, "ball", text, self.ball_constants)
+                v = F.conv2d(feats.float(), k["visual_w"], k["visual_b"]).flatten(2).transpose(1, 2)  # (B, HW, D)
+                out = self._fuse_radial(v, k)
             else:
+                weight, bias = self.visual_projection()
+                v = F.conv2d(feats.float(), weight, bias).flatten(2).transpose(1, 2)  # (B, HW, D)
                 c = self.curvature.float()
                 anchors, anchors_t = self.anchors(text, c)
                 out = self._fuse(v, anchors, anchors_t, c, self.log_tau.float().clamp(*LOG_TAU_RANGE).exp())
@@ -127,9 +143,14 @@ class HyperbolicAlign(YAMLLayer):
 
     def anchors(self, text: torch.Tensor, c: torch.Tensor, plain: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Text anchors on the ball a_k and their tangent vectors log0(a_k), both (nc, D), for class text (nc, d)."""
-        t = F.linear(text.float(), self.text.weight.float(), self.text.bias.float())  # (nc, D)
+        t = F.linear(text.float(), self.text.weight.float(), self.text.bias.float()) * self.input_scales()[1]  # (nc, D)
         anchors = ball.project(ball.expmap0(ball.clamp_tangent(t, c), c, plain), c, plain=plain)
         return anchors, ball.logmap0(anchors, c, plain)
+
+    def visual_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha_v W_v as a 1x1 conv: weight (D, c, 1, 1) and bias (D,), fp32."""
+        alpha = self.input_scales()[0]
+        return self.visual.weight.float() * alpha, self.visual.bias.float() * alpha
 
     def _fuse(self, v, anchors, anchors_t, c, tau) -> torch.Tensor:
         """The stage's equations with the ball operations of ``poincare`` (geoopt): v (B, HW, D) -> (B, HW, D)."""
@@ -141,8 +162,8 @@ class HyperbolicAlign(YAMLLayer):
         return ball.logmap0(ball.project(fused, c), c)
 
     def ball_constants(self, text: torch.Tensor) -> dict:
-        """What ``_fuse_radial`` needs besides the pixels, for class text (nc, d): the anchors' products and the
-        scalars of the ball (Python floats in eager mode, 0-dim tensors while tracing)."""
+        """The constants of ``_fuse_radial`` and the pixels' projection (alpha_v folded in), for class text (nc, d): the
+        anchors' products and the scalars of the ball (Python floats in eager mode, 0-dim tensors while tracing)."""
         c = self.curvature.float()
         anchors, anchors_t = self.anchors(text, c, plain=True)
         tau, lam = self.log_tau.float().clamp(*LOG_TAU_RANGE).exp(), self.fusion_scale.float()
@@ -150,7 +171,10 @@ class HyperbolicAlign(YAMLLayer):
             c, tau, lam = c.item(), tau.item(), lam.item()
         s = (c + 1e-15) ** 0.5
         a2 = (anchors * anchors).sum(-1)  # (nc,)
+        visual_w, visual_b = self.visual_projection()
         return {
+            "visual_w": visual_w,  # (D, c, 1, 1): alpha_v folded into the pixels' projection
+            "visual_b": visual_b,
             "neg_anchors": -anchors.T,  # (D, nc)
             "anchors_t": anchors_t,  # (nc, D)
             "a2": a2,
