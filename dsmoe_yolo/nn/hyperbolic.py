@@ -9,13 +9,13 @@ Adopted formulation (PAPER.md stage 5). Per pixel p with visual vector F_p and c
     out  = log0_c(proj_c(z_p (+)_c (lambda (x)_c ctx)))   Mobius fusion, mapped back to the tangent space
 
 The curvature c > 0 is learnable, stored as log(c) and clamped in log space to [1e-2, 10]; tau and lambda are
-learnable too. alpha_v and alpha_t are MERU's learnable input scales (Desai et al., 2023), stored as logs, initialised
-to 1/sqrt(D) and clamped to <= 1. Without them (the first version of this layer) a trained model put every text anchor and
-most pixels at the ball's projection margin (sqrt(c)|a_k| = 1 - 4e-3: |W_t T_k| ~ 6 where tanh saturates), where the
-geometry is lost: all anchors equally far from the origin (so the ordering loss has no gradient), c, tau and lambda
-without gradient (they stayed at their initial values), and SpaceBroadcast's curvature-driven dilation stuck at 1.
-Checkpoints of layers built before the scales keep computing without them. Departures: the context is the weighted log0-mean of the anchors (PAPER.md allows it instead of the
-gyro-midpoint). The whole stage runs as an fp32 island (autocast off) and clamps tangent vectors before ``tanh``, so
+learnable too. alpha_v and alpha_t are MERU's learnable input scales (Desai et al., 2023), stored as logs,
+initialised to 1/sqrt(D) and clamped to <= 1. Without them (the first version of this layer) a trained model put every
+text anchor and most pixels at the ball's projection margin (sqrt(c)|a_k| = 1 - 4e-3: |W_t T_k| ~ 6 where tanh
+saturates), where the geometry is lost: all anchors equally far from the origin (so the ordering loss has no
+gradient), c, tau and lambda without gradient (they stayed at their initial values), and SpaceBroadcast's
+curvature-driven dilation stuck at 1. Checkpoints of layers built before the scales keep computing without them.
+Departures: the context is the weighted log0-mean of the anchors (PAPER.md allows it instead of the gyro-midpoint). The whole stage runs as an fp32 island (autocast off) and clamps tangent vectors before ``tanh``, so
 inputs of norm 0, 1e-8 or 1e4, and points at the ball boundary, stay finite.
 
 Optional losses (weights set in the loss config, computed here and exposed through ``aux_outputs``):
@@ -116,6 +116,15 @@ class HyperbolicAlign(YAMLLayer):
         alpha = log_scale.float().clamp(max=0.0).exp()
         return alpha[0], alpha[1]
 
+    def fuse_inference(self) -> None:
+        """Fold alpha_v into the pixels' projection once, for the inference path (non-persistent buffers: they follow
+        ``.to()``/``.half()``)."""
+        super().fuse_inference()
+        with torch.no_grad():
+            weight, bias = self.visual_projection()
+        self.register_buffer("fused_visual_w", weight, persistent=False)
+        self.register_buffer("fused_visual_b", bias, persistent=False)
+
     @property
     def curvature(self) -> torch.Tensor:
         """Positive curvature magnitude c, clamped to [1e-2, 10]."""
@@ -128,9 +137,9 @@ class HyperbolicAlign(YAMLLayer):
         b, _, h, w = feats.shape
         with torch.autocast(device_type=feats.device.type, enabled=False):  # fp32 island
             if self.inference_path:  # closed form; the text's constants computed once per class text
-                k = text_cached(self, "ball", text, self.ball_constants)
-                v = F.conv2d(feats.float(), k["visual_w"], k["visual_b"]).flatten(2).transpose(1, 2)  # (B, HW, D)
-                out = self._fuse_radial(v, k)
+                weight, bias = self.fused_visual_w.float(), self.fused_visual_b.float()
+                v = F.conv2d(feats.float(), weight, bias).flatten(2).transpose(1, 2)  # (B, HW, D)
+                out = self._fuse_radial(v, text_cached(self, "ball", text, self.ball_constants))
             else:
                 weight, bias = self.visual_projection()
                 v = F.conv2d(feats.float(), weight, bias).flatten(2).transpose(1, 2)  # (B, HW, D)
@@ -162,8 +171,8 @@ class HyperbolicAlign(YAMLLayer):
         return ball.logmap0(ball.project(fused, c), c)
 
     def ball_constants(self, text: torch.Tensor) -> dict:
-        """The constants of ``_fuse_radial`` and the pixels' projection (alpha_v folded in), for class text (nc, d): the
-        anchors' products and the scalars of the ball (Python floats in eager mode, 0-dim tensors while tracing)."""
+        """What ``_fuse_radial`` needs besides the pixels, for class text (nc, d): the anchors' products and the
+        scalars of the ball (Python floats in eager mode, 0-dim tensors while tracing)."""
         c = self.curvature.float()
         anchors, anchors_t = self.anchors(text, c, plain=True)
         tau, lam = self.log_tau.float().clamp(*LOG_TAU_RANGE).exp(), self.fusion_scale.float()
@@ -171,10 +180,7 @@ class HyperbolicAlign(YAMLLayer):
             c, tau, lam = c.item(), tau.item(), lam.item()
         s = (c + 1e-15) ** 0.5
         a2 = (anchors * anchors).sum(-1)  # (nc,)
-        visual_w, visual_b = self.visual_projection()
         return {
-            "visual_w": visual_w,  # (D, c, 1, 1): alpha_v folded into the pixels' projection
-            "visual_b": visual_b,
             "neg_anchors": -anchors.T,  # (D, nc)
             "anchors_t": anchors_t,  # (nc, D)
             "a2": a2,
