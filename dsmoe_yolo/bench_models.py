@@ -127,7 +127,7 @@ def _latencies(rows: list[dict], runs: int, threads: int, nc: int, queue) -> Non
     from ultralytics.nn.tasks import DetectionModel
 
     from dsmoe_yolo.benchmark.measure import latency_input
-    from dsmoe_yolo.timing import interleaved_median_ms
+    from dsmoe_yolo.timing import OtherCpuUse, interleaved_median_ms
 
     torch.set_num_threads(threads)
     out: dict[str, dict] = {r["model"]: {} for r in rows if "error" not in r}
@@ -150,16 +150,19 @@ def _latencies(rows: list[dict], runs: int, threads: int, nc: int, queue) -> Non
         with torch.inference_mode():  # as Ultralytics' predictor and validator run
             model(x)
 
-    for s in (640, 224):
-        x = latency_input(s)
-        timed = interleaved_median_ms({n: functools.partial(run_torch, m, x) for n, m in models.items()}, runs)
-        for n, ms in timed.items():
-            out[n][f"torch_{s}_ms"] = ms
-        feeds = {n: {sess.get_inputs()[0].name: x.numpy()} for n, sess in sessions.items()}
-        timed = interleaved_median_ms({n: functools.partial(sessions[n].run, None, feeds[n]) for n in sessions}, runs)
-        for n, ms in timed.items():
-            out[n][f"ort_{s}_ms"] = ms
-    queue.put(json.dumps(out))
+    with OtherCpuUse() as busy:
+        for s in (640, 224):
+            x = latency_input(s)
+            timed = interleaved_median_ms({n: functools.partial(run_torch, m, x) for n, m in models.items()}, runs)
+            for n, ms in timed.items():
+                out[n][f"torch_{s}_ms"] = ms
+            feeds = {n: {sess.get_inputs()[0].name: x.numpy()} for n, sess in sessions.items()}
+            timed = interleaved_median_ms(
+                {n: functools.partial(sessions[n].run, None, feeds[n]) for n in sessions}, runs
+            )
+            for n, ms in timed.items():
+                out[n][f"ort_{s}_ms"] = ms
+    queue.put(json.dumps({"latency": out, "warning": busy.warning(threads)}))
 
 
 def _in_child(target, *args):
@@ -247,13 +250,15 @@ def run(
             print(f"bench-models: {name} (size, train step, export) ...", flush=True)
             rows.append(_in_child(_measure, name, int(runs), int(threads), onnx_dir if onnx else None, int(nc)))
         print("bench-models: latency of every model, side by side ...", flush=True)
-        latency = _in_child(_latencies, rows, int(runs), int(threads), int(nc))
+        timed = _in_child(_latencies, rows, int(runs), int(threads), int(nc))
     for r in rows:
         r.pop("onnx", None)
-        r.update(latency.get(r["model"], {}))
+        r.update(timed["latency"].get(r["model"], {}))
     print(
         f"\nModels side by side, CPU, {threads} thread(s), nc={nc}, median of {runs} interleaved rounds "
         f"(train step: median of {max(3, int(runs) // 2)})\n"
     )
     print(table(rows))
+    if timed["warning"]:
+        print(f"\nWARNING: latency measured on a busy CPU: {timed['warning']}")
     return rows

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any, Callable
 
-__all__ = ("median_ms", "interleaved_median_ms", "WARMUP")
+__all__ = ("median_ms", "interleaved_median_ms", "WARMUP", "OtherCpuUse")
 
 WARMUP = 2
 
@@ -40,3 +41,65 @@ def interleaved_median_ms(fns: dict[str, Callable[[], Any]], runs: int = 10, war
             fns[name]()
             times[name].append((time.perf_counter() - t) * 1e3)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+class OtherCpuUse:
+    """How many CPU cores other processes kept busy while the ``with`` block ran (system-wide busy time minus this
+    process's own, over the wall time; from ``psutil``, a dependency of Ultralytics).
+
+    Timing with ``threads`` threads is only meaningful if the other processes leave that many cores free: two OpenMP
+    threads beside one busy training on two cores wait for each other at every barrier and run ~50x slower.
+
+    Examples:
+        >>> with OtherCpuUse() as use:
+        ...     pass
+        >>> use.cores >= 0.0
+        True
+    """
+
+    def __init__(self):
+        self.cores = 0.0  # other processes' CPU use in cores; 0.0 where psutil cannot tell
+
+    def __enter__(self) -> "OtherCpuUse":
+        try:
+            import psutil
+
+            self._me, self._psutil = psutil.Process(), psutil
+            self._start = (time.perf_counter(), self._busy(), self._mine())
+        except Exception:  # no psutil, or no access to the counters: nothing measured
+            self._start = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._start is not None:
+            t0, busy0, mine0 = self._start
+            wall = time.perf_counter() - t0
+            if wall > 0:
+                self.cores = max(0.0, ((self._busy() - busy0) - (self._mine() - mine0)) / wall)
+
+    def _busy(self) -> float:
+        t = self._psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def _mine(self) -> float:
+        t = self._me.cpu_times()
+        return t.user + t.system
+
+    def warning(self, threads: int, cpus: int | None = None) -> str | None:
+        """A warning if the other processes left fewer than ``threads`` cores free during the block, else None."""
+        cpus = cpus or _cpu_count()
+        if self.cores <= max(cpus - threads, 0) + 0.25:
+            return None
+        return (
+            f"other processes kept {self.cores:.1f} of {cpus} CPU cores busy while timing with {threads} "
+            f"thread{'' if threads == 1 else 's'}, so these latencies are inflated; time on an idle machine, or with "
+            f"OMP_NUM_THREADS={max(cpus - round(self.cores), 1)} beside the other jobs"
+        )
+
+
+def _cpu_count() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

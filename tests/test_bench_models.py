@@ -42,6 +42,32 @@ def test_latencies_are_timed_in_interleaved_rounds():
     assert set(result) == {"a", "b", "c"} and all(v >= 0 for v in result.values())
 
 
+def test_timing_beside_a_busy_process_is_flagged():
+    """Other processes' CPU use is measured (a spinning child counts) and a timing with more threads than the cores
+    they leave free gets a warning that names the fix."""
+    import subprocess
+    import sys
+    import time
+
+    from dsmoe_yolo.timing import OtherCpuUse
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 4\nwhile time.time() < end: pass"]
+    )
+    try:
+        time.sleep(0.5)
+        with OtherCpuUse() as use:
+            time.sleep(1.5)
+    finally:
+        child.kill()
+        child.wait()
+    assert use.cores > 0.5  # the spinning child, about one core
+    assert "OMP_NUM_THREADS=1" in use.warning(threads=2, cpus=2)
+    use.cores = 0.9
+    assert use.warning(threads=1, cpus=2) is None  # one thread beside one busy core: fine
+    assert use.warning(threads=2, cpus=2) is not None
+
+
 def test_a_child_that_dies_is_an_error_not_a_hang():
     from dsmoe_yolo.bench_models import _in_child
 

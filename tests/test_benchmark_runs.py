@@ -450,7 +450,10 @@ def test_report_shows_mean_std_per_model_and_one_csv_row_per_seed(tmp_path):
     assert "| a.yaml | 3.01 | 2.000 | - | 15.3 | - | 0.600 ± 0.141 | 0.300 ± 0.141 | 0.600 ± 0.000 |" in md
     assert "| 0,1 | 60 ± 0 | 60.0 ± 14.1 | ok |" in md
     assert "| crazing | 0.200 |" in md and "seed=0,1 (one run per seed)" in md
-    assert "![validation mAP50-95 per epoch](benchmark.png)" in md
+    assert "![validation mAP50-95 per epoch](benchmark.png)" in md and "busy CPU" not in md
+    rows[0]["latency_warning"] = "other processes kept 1.0 of 2 CPU cores busy"
+    md = write_outputs(tmp_path, rows, runs, classes, {"names": {0: "crazing"}}, cfg, 1, None)["markdown"].read_text()
+    assert "**Latency measured on a busy CPU**: a.yaml: other processes kept 1.0 of 2 CPU cores busy." in md
     with open(out["csv"], newline="") as f:
         table = list(csv.DictReader(f))
     assert [(r["model"], r["seed"], r["mAP50"], r["params M"]) for r in table] == [

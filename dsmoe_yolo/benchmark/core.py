@@ -10,6 +10,7 @@ from dsmoe_yolo.benchmark import measure, onnx_latency, report, runs, schedule, 
 from dsmoe_yolo.benchmark.aggregate import model_rows
 from dsmoe_yolo.benchmark.plot import plot_runs
 from dsmoe_yolo.benchmark.settings import Run
+from dsmoe_yolo.timing import OtherCpuUse
 
 __all__ = ("run_benchmark",)
 
@@ -70,13 +71,16 @@ def _measure_model(run: Run, weights: Path, cfg: dict, failures: list) -> dict:
     out: dict = {"seed": run.seed, "dir": str(run.dir), "weights": str(weights)}
     imgsz, n, threads = cfg["train"]["imgsz"], cfg["latency_runs"], cfg["threads"]
     stage = "size"
+    busy = []  # other processes' CPU use during each timing
     try:
         model = measure.load_cpu_model(weights)
         out.update(measure.size(model, imgsz))
         stage = "PyTorch latency"
         torch.set_num_threads(threads)  # training / export reset it to Ultralytics' NUM_THREADS
         LOGGER.info(f"benchmark: timing {run.model}: PyTorch CPU, {report.threads_text(threads)}, median of {n} ...")
-        out["latency_torch_ms"] = measure.torch_latency(model, imgsz, n)
+        with OtherCpuUse() as use:
+            out["latency_torch_ms"] = measure.torch_latency(model, imgsz, n)
+        busy.append(use)
         if cfg["onnx"]:
             stage = "ONNX export"
             out["onnx"] = str(onnx_latency.export_onnx(weights, imgsz))
@@ -85,12 +89,17 @@ def _measure_model(run: Run, weights: Path, cfg: dict, failures: list) -> dict:
             LOGGER.info(
                 f"benchmark: timing {run.model}: ONNX Runtime CPU, {report.threads_text(threads)}, median of {n}"
             )
-            out["latency_ort_ms"] = onnx_latency.ort_latency(Path(out["onnx"]), imgsz, n, threads)
+            with OtherCpuUse() as use:
+                out["latency_ort_ms"] = onnx_latency.ort_latency(Path(out["onnx"]), imgsz, n, threads)
+            busy.append(use)
     except Exception as e:
         message = _message(e)
         LOGGER.warning(f"benchmark: {run.model} failed at {stage}: {message}\n{traceback.format_exc()}")
         out["error"] = f"{stage}: {message}"
         failures.append({"model": run.model, "seed": run.seed, "stage": stage, "error": message})
+    if busy and (warning := max(busy, key=lambda u: u.cores).warning(threads)):
+        LOGGER.warning(f"benchmark: {run.model}: {warning}")
+        out["latency_warning"] = warning
     return out
 
 

@@ -174,6 +174,9 @@ def write_outputs(
         + ", ".join(f"{m}: seed {s}" for m, s in measured.items() if s is not None)
         + ")."
     )
+    warnings = [f"{r['model']}: {r['latency_warning']}" for r in rows if r.get("latency_warning")]
+    if warnings:
+        note += "\n\n**Latency measured on a busy CPU**: " + "; ".join(warnings) + "."
     chart_md = f"![validation mAP50-95 per epoch]({chart.name})\n\n" if chart else ""
     md = run_dir / "benchmark.md"
     md.write_text(
