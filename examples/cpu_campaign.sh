@@ -25,9 +25,11 @@ dsmoe benchmark data="$PCB" models=yolov8n.yaml,dsmoe-lite-yolov8n.yaml seeds=0 
 
 # 3. Side by side: the full DS-MoE-n on NEU-DET (one seed, ~4 h) and the lite-n ablations (one training at a time;
 #    the k5 row is the shipped lite model, so step 1's seed-0 run is reused for it instead of trained again).
-dsmoe benchmark data="$NEU" models=dsmoe-yolov8n.yaml seeds=0 "${RECIPE[@]}" name=neu-det-dsmoe jobs=1 &
+#    OMP_NUM_THREADS=1: each times its latency beside the other's training, so with one thread on its own core.
+OMP_NUM_THREADS=1 dsmoe benchmark data="$NEU" models=dsmoe-yolov8n.yaml seeds=0 "${RECIPE[@]}" name=neu-det-dsmoe \
+    jobs=1 &
 full=$!
-python "$ROOT/examples/ablations.py" data="$NEU" out="$OUT/ablations" run=True jobs=1 \
+OMP_NUM_THREADS=1 python "$ROOT/examples/ablations.py" data="$NEU" out="$OUT/ablations" run=True jobs=1 \
     k5="$OUT/neu-det/dsmoe-lite-yolov8n-seed0" &
 ablations=$!
 wait "$full"
