@@ -78,8 +78,14 @@ class OtherCpuUse:
                 self.cores = max(0.0, ((self._busy() - busy0) - (self._mine() - mine0)) / wall)
 
     def _busy(self) -> float:
-        t = self._psutil.cpu_times()
-        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        """Busy seconds of the CPUs this process may run on (guest time is also counted in user / nice on Linux)."""
+        per_cpu = self._psutil.cpu_times(percpu=True)
+        mine = _cpu_set()
+        busy = 0.0
+        for i, t in enumerate(per_cpu):
+            if mine is None or i in mine:
+                busy += sum(t) - t.idle - sum(getattr(t, k, 0.0) for k in ("iowait", "guest", "guest_nice"))
+        return busy
 
     def _mine(self) -> float:
         t = self._me.cpu_times()
@@ -90,16 +96,23 @@ class OtherCpuUse:
         cpus = cpus or _cpu_count()
         if self.cores <= max(cpus - threads, 0) + 0.25:
             return None
+        free = cpus - round(self.cores)
+        fix = f", or with OMP_NUM_THREADS={free} beside the other jobs" if free >= 1 else ""
         return (
             f"other processes kept {self.cores:.1f} of {cpus} CPU cores busy while timing with {threads} "
-            f"thread{'' if threads == 1 else 's'}, so these latencies are inflated; time on an idle machine, or with "
-            f"OMP_NUM_THREADS={max(cpus - round(self.cores), 1)} beside the other jobs"
+            f"thread{'' if threads == 1 else 's'}, so these latencies are inflated; time on an idle machine{fix}"
         )
+
+
+def _cpu_set() -> set[int] | None:
+    """Indices of the CPUs this process may run on; None where the OS does not say (then: all)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
 
 
 def _cpu_count() -> int:
     """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    mine = _cpu_set()
+    return len(mine) if mine is not None else os.cpu_count() or 1
