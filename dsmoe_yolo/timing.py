@@ -64,7 +64,7 @@ class OtherCpuUse:
         try:
             import psutil
 
-            self._me, self._psutil = psutil.Process(), psutil
+            self._me, self._psutil, self._cpus = psutil.Process(), psutil, _cpu_set()
             self._start = (time.perf_counter(), self._busy(), self._mine())
         except Exception:  # no psutil, or no access to the counters: nothing measured
             self._start = None
@@ -79,11 +79,9 @@ class OtherCpuUse:
 
     def _busy(self) -> float:
         """Busy seconds of the CPUs this process may run on (guest time is also counted in user / nice on Linux)."""
-        per_cpu = self._psutil.cpu_times(percpu=True)
-        mine = _cpu_set()
         busy = 0.0
-        for i, t in enumerate(per_cpu):
-            if mine is None or i in mine:
+        for i, t in enumerate(self._psutil.cpu_times(percpu=True)):
+            if self._cpus is None or i in self._cpus:
                 busy += sum(t) - t.idle - sum(getattr(t, k, 0.0) for k in ("iowait", "guest", "guest_nice"))
         return busy
 

@@ -37,7 +37,8 @@ Notes:
       with ``CPUExecutionProvider``. Both use ``torch.get_num_threads()`` threads as set when the benchmark starts
       (choose with ``OMP_NUM_THREADS``; ``OMP_NUM_THREADS=1`` on a machine other jobs share); when other processes
       leave fewer cores free than that during the timing (``timing.OtherCpuUse``), the log and ``benchmark.md`` say
-      so. ``onnx=False`` skips the export. Params, GFLOPs and latency come from one seed's ``best.pt`` per model (the first that trained).
+      so. ``onnx=False`` skips the export. Params, GFLOPs and latency come from one seed's ``best.pt`` per model (the
+      first that trained).
     - GFLOPs come from ``torch.utils.flop_counter`` (``dsmoe_yolo.flops.count_gflops``); thop's number, as
       Ultralytics prints it, is in the ``GFLOPs (thop)`` column (0.0 where thop fails).
     - A run that fails (to train, or at a later step) does not stop the others: its row says ``failed: <stage>:
