@@ -10,9 +10,10 @@ PyTorch CPU latency at 640 and 224 (1 image, eval, fused by ``fuse()`` and run u
 ``yolo predict`` does), ONNX Runtime latency at
 640 and 224 (one dynamic-shape export per model, opset 19), one training step (forward + loss + backward, batch 8,
 320 px, the model's own criterion) and the peak resident memory of that training step. Each model runs in its own
-subprocess so its peak memory is its own; the latencies are then measured in one process with every model loaded,
-in interleaved rounds (one call of each model per round), so a machine whose speed drifts during the run affects
-every model alike. Ratios are against the YOLOv8 of the same scale measured in the same run.
+subprocess so its peak memory is its own; the latencies and the training steps are then measured in one process with
+every model loaded, in interleaved rounds (one call of each model per round), so a machine whose speed drifts during
+the run affects every model alike. Ratios are against the YOLOv8 of the same scale measured in the same run (a YAML
+given by path counts by its file name: ``/x/yolov8n.yaml`` is the baseline of ``/x/my-lite-yolov8n.yaml``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import resource
 import tempfile
 from pathlib import Path
 from queue import Empty
-
-from dsmoe_yolo.timing import median_ms
 
 __all__ = ("run", "FAMILIES")
 
@@ -48,7 +47,10 @@ def _fake_batch(batch: int, imgsz: int, nc: int):
     }
 
 
-def _train_step_ms(model, runs: int, batch: int = 8, imgsz: int = 320) -> float:
+def _train_step(model, batch: int = 8, imgsz: int = 320):
+    """One training step of ``model`` as a function (forward + the model's own loss + backward, on a fake batch of
+    ``batch`` images at ``imgsz``); unbound class texts get fixed random embeddings."""
+    import torch
     from ultralytics.cfg import get_cfg
 
     from dsmoe_yolo.text.binding import class_texts
@@ -56,8 +58,6 @@ def _train_step_ms(model, runs: int, batch: int = 8, imgsz: int = 320) -> float:
     model.args = get_cfg()  # loss gains (box, cls, dfl) as the trainer sets them
     for t in class_texts(model):
         if not t.is_bound:
-            import torch
-
             t.bind(torch.randn(t.nc, t.embed_dim, generator=torch.Generator().manual_seed(0)), {"encoder": "bench"})
     model.train()
     data = _fake_batch(batch, imgsz, model.nc if hasattr(model, "nc") else len(model.names))
@@ -67,7 +67,7 @@ def _train_step_ms(model, runs: int, batch: int = 8, imgsz: int = 320) -> float:
         loss, _ = model.loss(data)
         loss.sum().backward()
 
-    return median_ms(step, runs)
+    return step
 
 
 def _export_onnx(yaml_name: str, nc: int, folder: Path, imgsz: int = 640) -> str:
@@ -84,8 +84,9 @@ def _export_onnx(yaml_name: str, nc: int, folder: Path, imgsz: int = 640) -> str
     return YOLO(str(pt)).export(format="onnx", opset=OPSET, imgsz=imgsz, dynamic=True, simplify=False, device="cpu")
 
 
-def _measure(yaml_name: str, runs: int, threads: int, onnx_dir: str | None, nc: int, queue) -> None:
-    """Child process: size, training step and peak memory of one model (and its ONNX file), sent back as a dict."""
+def _measure(yaml_name: str, threads: int, onnx_dir: str | None, nc: int, queue) -> None:
+    """Child process: size and the peak memory of a training step of one model (and its ONNX file), sent back as a
+    dict. The training step is timed later, side by side with the other models (``_latencies``)."""
     import torch
 
     import dsmoe_yolo.plugin as plugin
@@ -102,7 +103,9 @@ def _measure(yaml_name: str, runs: int, threads: int, onnx_dir: str | None, nc: 
         model = DetectionModel(yaml_name, nc=nc, verbose=False)
         row["params_M"] = count_params(model) / 1e6
         row["gflops_640"] = count_gflops(model, 640)
-        row["train_step_ms"] = _train_step_ms(model, max(3, runs // 2))
+        step = _train_step(model)
+        for _ in range(2):  # the first step allocates; the second reaches the steady peak
+            step()
         row["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if onnx_dir:
             try:
@@ -117,8 +120,9 @@ def _measure(yaml_name: str, runs: int, threads: int, onnx_dir: str | None, nc: 
 
 
 def _latencies(rows: list[dict], runs: int, threads: int, nc: int, queue) -> None:
-    """Child process: PyTorch and ONNX Runtime latency of every model at 640 and 224, measured side by side
-    (``interleaved_median_ms``), so that the ratios do not depend on when each model happened to run."""
+    """Child process: PyTorch and ONNX Runtime latency of every model at 640 and 224, and one training step of each,
+    measured side by side (``interleaved_median_ms``), so that the ratios do not depend on when each model happened to
+    run."""
     import torch
 
     import dsmoe_yolo.plugin as plugin
@@ -162,7 +166,25 @@ def _latencies(rows: list[dict], runs: int, threads: int, nc: int, queue) -> Non
             )
             for n, ms in timed.items():
                 out[n][f"ort_{s}_ms"] = ms
+        models.clear()  # the inference copies; then one training copy of each model
+        steps = {}
+        for name in out:
+            torch.manual_seed(0)
+            steps[name] = _train_step(DetectionModel(name, nc=nc, verbose=False))
+        for n, ms in interleaved_median_ms(steps, train_runs(runs), settle=1).items():
+            out[n]["train_step_ms"] = ms
     queue.put(json.dumps({"latency": out, "warning": busy.warning(threads)}))
+
+
+def train_runs(runs: int) -> int:
+    """Rounds of training steps for ``runs`` latency rounds (a step costs ~50 inferences): half, at least 3. Each
+    timed step follows an untimed one of the same model (``settle``)."""
+    return max(3, runs // 2)
+
+
+def display_name(model: str) -> str:
+    """A model's name in the tables: its YAML's stem (``/x/dsmoe-lite-k1-yolov8n.yaml`` -> ``dsmoe-lite-k1-yolov8n``)."""
+    return Path(model).name.removesuffix(".yaml")
 
 
 def _in_child(target, *args):
@@ -204,6 +226,12 @@ RATIOS = (
 )
 
 
+def _is_yolov8(model: str) -> bool:
+    """True for Ultralytics' YOLOv8 of one scale (``yolov8n.yaml``, ``/x/yolov8s.yaml``): the ratios' baselines."""
+    name = display_name(model)
+    return name.startswith("yolov8") and len(name) == len("yolov8n")
+
+
 def _fmt(v, digits):
     return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -212,19 +240,18 @@ def table(rows: list[dict]) -> str:
     """Markdown: one row per model, then the ratios against the same scale's YOLOv8."""
     head = "| model | " + " | ".join(c[1] for c in COLUMNS) + " |\n|---|" + "---:|" * len(COLUMNS)
     lines = [head] + [
-        "| " + r["model"].removesuffix(".yaml") + " | " + " | ".join(_fmt(r.get(k), d) for k, _, d in COLUMNS) + " |"
+        "| " + display_name(r["model"]) + " | " + " | ".join(_fmt(r.get(k), d) for k, _, d in COLUMNS) + " |"
         for r in rows
     ]
-    base = {r["model"].removeprefix("yolov8")[:1]: r for r in rows if r["model"].startswith("yolov8")}
+    base = {display_name(r["model"])[-1:]: r for r in rows if _is_yolov8(r["model"])}
     ratio_head = "\n\n| model | " + " | ".join(f"x YOLOv8 {n}" for _, n in RATIOS) + " |\n|---|" + "---:|" * len(RATIOS)
     ratio_lines = []
     for r in rows:
-        scale = r["model"].removesuffix(".yaml")[-1:]
-        b = base.get(scale)
-        if r["model"].startswith("yolov8") or b is None:
+        b = base.get(display_name(r["model"])[-1:])
+        if _is_yolov8(r["model"]) or b is None:
             continue
         cells = [_fmt(r[k] / b[k], 2) if r.get(k) and b.get(k) else "n/a" for k, _ in RATIOS]
-        ratio_lines.append("| " + r["model"].removesuffix(".yaml") + " | " + " | ".join(cells) + " |")
+        ratio_lines.append("| " + display_name(r["model"]) + " | " + " | ".join(cells) + " |")
     errors = [f"\n{r['model']}: {r['error']}" for r in rows if "error" in r]
     return "\n".join(lines) + ratio_head + "\n" + "\n".join(ratio_lines) + "".join(errors)
 
@@ -248,7 +275,7 @@ def run(
     with tempfile.TemporaryDirectory() as onnx_dir:
         for name in names:
             print(f"bench-models: {name} (size, train step, export) ...", flush=True)
-            rows.append(_in_child(_measure, name, int(runs), int(threads), onnx_dir if onnx else None, int(nc)))
+            rows.append(_in_child(_measure, name, int(threads), onnx_dir if onnx else None, int(nc)))
         print("bench-models: latency of every model, side by side ...", flush=True)
         timed = _in_child(_latencies, rows, int(runs), int(threads), int(nc))
     for r in rows:
@@ -256,7 +283,7 @@ def run(
         r.update(timed["latency"].get(r["model"], {}))
     print(
         f"\nModels side by side, CPU, {threads} thread(s), nc={nc}, median of {runs} interleaved rounds "
-        f"(train step: median of {max(3, int(runs) // 2)})\n"
+        f"(train step: median of {train_runs(int(runs))} interleaved rounds, each timed step after an untimed one)\n"
     )
     print(table(rows))
     if timed["warning"]:

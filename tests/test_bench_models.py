@@ -18,6 +18,15 @@ def test_ratios_are_against_the_yolov8_of_the_same_scale():
     assert "1.25" in lite  # train step 1250 / 1000
     full = next(line for line in text.splitlines() if line.startswith("| dsmoe-yolov8s |") and "3.00" in line)
     assert "2.50" in full and "n/a" in full  # no ORT numbers -> n/a, not a made-up ratio
+    # YAMLs given by path: named by file, and /x/yolov8n.yaml is the baseline of the n-scale variants beside it
+    text = table(
+        [
+            {"model": "/x/yolov8n.yaml", "torch_640_ms": 100.0},
+            {"model": "/x/dsmoe-lite-k1-yolov8n.yaml", "torch_640_ms": 130.0},
+        ]
+    )
+    assert "| yolov8n | " in text and "/x/" not in text
+    assert next(line for line in text.splitlines() if line.startswith("| dsmoe-lite-k1-yolov8n |") and "1.30" in line)
     assert [f.format(s="n") for f in FAMILIES] == ["yolov8n.yaml", "dsmoe-lite-yolov8n.yaml", "dsmoe-yolov8n.yaml"]
 
 
@@ -40,6 +49,9 @@ def test_latencies_are_timed_in_interleaved_rounds():
     assert calls[:3] == ["a", "b", "c"]  # warm-up
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # one call each per round, order rotating
     assert set(result) == {"a", "b", "c"} and all(v >= 0 for v in result.values())
+    calls.clear()
+    interleaved_median_ms({k: (lambda k=k: calls.append(k)) for k in "ab"}, runs=2, warmup=0, settle=1)
+    assert calls == ["a", "a", "b", "b", "b", "b", "a", "a"]  # an untimed call right before each timed one
 
 
 def test_timing_beside_a_busy_process_is_flagged():
