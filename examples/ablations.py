@@ -3,16 +3,19 @@ questions), as model and data variants of one recipe, trained with `dsmoe benchm
 
     python examples/ablations.py data=/path/to/neu-det/data.yaml out=campaign/ablations            # write, print
     python examples/ablations.py data=/path/to/neu-det/data.yaml out=campaign/ablations run=True   # and run
+    python examples/ablations.py data=... out=... run=True only=dense,nohyp   # some variants (a session's worth)
     python examples/ablations.py out=campaign/ablations report=True      # one table of every variant, so far
 
 Writes under ``out``: ``models/`` (one YAML per model variant, from ``dsmoe-lite-yolov8.yaml`` at ``scale``),
-``prompts/`` and ``data/`` (the data YAML with other class texts), then prints, or with ``run=True`` runs one after the
-other, one ``dsmoe benchmark`` command per data variant. The same command again continues where it stopped.
-The text questions run first, then the model variants in order of interest (the k sweep last).
+``prompts/`` and ``data/`` (the data YAML with other class texts), then prints, or with ``run=True`` runs (``jobs``
+at a time, default 2), one ``dsmoe benchmark`` command per variant into ``out/<variant>/``. Each command trains one
+model and validates and times it as soon as it ends, so a campaign stopped half-way keeps every finished row; the
+same command again skips finished runs and resumes interrupted ones. The text questions run first, then the model
+variants in order of interest (the k sweep last).
 
 ``k5=<training folder>`` reuses a finished run of the shipped lite model with the same recipe and seed (e.g. the main
 campaign's ``dsmoe-lite-yolov8n-seed0``) as the ``k5`` row instead of training the same model again: it is copied in
-as ``curated/dsmoe-lite-k5-yolov8n-seed<seed>``, and ``dsmoe benchmark`` checks its recorded recipe like any other run.
+as ``k5/dsmoe-lite-k5-yolov8n-seed<seed>``, and ``dsmoe benchmark`` checks its recorded recipe like any other run.
 
 Model variants (curated class descriptions): ``k1 k2 k5 k8 k32`` top-k of 32 experts (k5 is the shipped model),
 ``nohyp`` stage 5 replaced by a 1x1 Conv of the same width (no Poincare ball; the deformable conv's dilation then
@@ -23,7 +26,7 @@ Data variants (shipped model, k5): ``templates`` class-name templates instead of
 curated descriptions rotated by one class (class i gets class i+1's), so the text no longer matches the class.
 
 ``report=True`` gathers every variant into one Markdown table (printed, and written to ``out/ablations.md``): the
-numbers of each finished command's ``benchmark.csv`` (best.pt on the val split, latency), and for runs not in one yet
+numbers of each finished command's ``benchmark.csv`` (also of an earlier layout's one ``curated/`` command) (best.pt on the val split, latency), and for runs not in one yet
 their state (not started, or the epochs done and the best validation mAP50-95 so far, from ``results.csv``).
 """
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import os
 import shlex
 import shutil
 import subprocess
@@ -43,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "cfg" / "models" / "dsmoe-lite-yolov8.yaml"
 TOP_K = (1, 2, 5, 8, 32)
 # the curated run's model variants, most telling first (a campaign stopped half-way still answers the main questions)
+DATA_VARIANTS = ("shuffled", "templates")  # the shipped model (k5) with other class texts
 ORDER = ("dense", "nohyp", "qfocal", "k1", "k32", "k2", "k8", "qfocal-cls8", "qfocal-cls32", "k5")
 
 
@@ -128,24 +133,54 @@ def commands(
     imgsz: int = 224,
     batch: int = 16,
     seed: int = 0,
-    jobs: int = 2,
+    only: str | list[str] | None = None,
 ) -> list[list[str]]:
-    """Write the variants and return the ``dsmoe benchmark`` command lines, one per data variant."""
+    """Write the variants and return the ``dsmoe benchmark`` command lines, one per variant (``name=<variant>``).
+
+    One training per command, so each variant is validated and timed as soon as its own training ends: a campaign
+    stopped half-way (or a machine lost) keeps every finished row. ``only``: the variants to run, in that order (default: all)."""
     models, datas = write(data, out, scale)
-    common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={batch}", f"seeds={seed}", "exist_ok=True", f"jobs={jobs}"]
+    chosen = _chosen(only)
+    common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={batch}", f"seeds={seed}", "exist_ok=True", "jobs=1"]
     project = str(Path(out).resolve())
-    lines = [
-        ["dsmoe", "benchmark", f"data={datas[name]}", f"models={models['k5']}"]
-        + common
-        + [f"project={project}", f"name={name}"]
-        for name in ("shuffled", "templates")
+    runs = {name: (datas[name], models["k5"]) for name in DATA_VARIANTS}
+    runs.update({name: (datas["curated"], models[name]) for name in ORDER})
+    return [
+        ["dsmoe", "benchmark", f"data={runs[name][0]}", f"models={runs[name][1]}", *common, f"project={project}"]
+        + [f"name={name}"]
+        for name in chosen
     ]
-    lines.append(
-        ["dsmoe", "benchmark", f"data={datas['curated']}", "models=" + ",".join(str(models[n]) for n in ORDER)]
-        + common
-        + [f"project={project}", "name=curated"]
-    )
-    return lines
+
+
+def _chosen(only: str | list[str] | None) -> list[str]:
+    """The variant names of ``only`` (comma-separated or a list), checked; every variant when ``None``."""
+    every = [*DATA_VARIANTS, *ORDER]
+    if only is None:
+        return every
+    names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only) if n.strip()]
+    unknown = sorted(set(names) - set(every))
+    if unknown or not names:
+        raise ValueError(f"only={only}: unknown variant(s) {unknown or '(none given)'}; choose from {', '.join(every)}")
+    return names
+
+
+def run_commands(lines: list[list[str]], jobs: int = 1) -> None:
+    """Run the command lines, ``jobs`` at a time, with this interpreter's CLI (``dsmoe`` may not be on PATH).
+
+    With ``jobs>1`` each runs with ``OMP_NUM_THREADS=1`` (one core each; ``dsmoe benchmark`` flags a latency timed
+    beside another training anyway). Raises ``RuntimeError`` naming the variants whose command failed."""
+    env = dict(os.environ, OMP_NUM_THREADS="1") if jobs > 1 else None
+    pending, running, failed = list(lines), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            line = pending.pop(0)
+            print(("OMP_NUM_THREADS=1 " if env else "") + shlex.join(line), flush=True)
+            running.append((line[-1], subprocess.Popen([sys.executable, "-m", "dsmoe_yolo.cli", *line[1:]], env=env)))
+        name, process = running.pop(0)
+        if process.wait() != 0:
+            failed.append(name.removeprefix("name="))
+    if failed:
+        raise RuntimeError(f"ablations: the command of {', '.join(failed)} failed (see its output above)")
 
 
 # (question, variant, model variant, data variant) of each report row; k5 on curated text is the shipped model
@@ -187,19 +222,25 @@ def report(out: str | Path, scale: str = "n", seed: int = 0) -> str:
     """One Markdown table of every ablation row under ``out``, with what is finished and what is not yet."""
     out = Path(out)
     finished = {}
-    for data_variant in ("curated", "templates", "shuffled"):
-        table = out / data_variant / "benchmark.csv"
-        for row in csv.DictReader(table.open()) if table.is_file() else []:
-            finished[Path(row["run dir"]).resolve()] = row
+    for table in sorted(out.glob("*/benchmark.csv")):
+        for row in csv.DictReader(table.open()):
+            run = Path(row["run dir"])
+            finished[(table.parent.name, run.name)] = row
     lines = [
         "| question | variant | " + " | ".join(REPORT_COLUMNS) + " | status |",
         "|---|---|" + "---:|" * len(REPORT_COLUMNS) + "---|",
     ]
     for question, label, model, data_variant in REPORT_ROWS:
-        run = (out / data_variant / f"{model_path(out, model, scale).stem}-seed{seed}").resolve()
-        row = finished.get(run)
+        stem = f"{model_path(out, model, scale).stem}-seed{seed}"
+        # its own command's folder; a model variant may also lie in "curated" (one command for all, before 2026-12)
+        folders = [data_variant] if data_variant in DATA_VARIANTS else [model, "curated"]
+        row = next((finished[(f, stem)] for f in folders if (f, stem) in finished), None)
         cells = [_report_cell(row.get(c) if row else None, c) for c in REPORT_COLUMNS]
-        status = row["status"] if row else _run_progress(run)
+        if row:
+            status = row["status"]
+        else:
+            started = [out / f / stem for f in folders if (out / f / stem).is_dir()]
+            status = _run_progress(started[0]) if started else "not started"
         lines.append(f"| {question} | {label} | " + " | ".join(cells) + f" | {status} |")
     return "\n".join(lines) + "\n"
 
@@ -219,7 +260,7 @@ def reuse_k5(run: str, out: str, scale: str = "n", seed: int = 0) -> Path:
     variant = model_path(out, "k5", scale).resolve()
     if Path(str(args["model"])).name not in (f"dsmoe-lite-yolov8{scale}.yaml", variant.name):
         raise ValueError(f"k5={run} trained {args['model']}, not dsmoe-lite-yolov8{scale}.yaml (the k5 row's model)")
-    target = Path(out) / "curated" / f"dsmoe-lite-k5-yolov8{scale}-seed{seed}"
+    target = Path(out) / "k5" / f"dsmoe-lite-k5-yolov8{scale}-seed{seed}"
     if not target.exists():
         shutil.copytree(source, target)
         (target / "args.yaml").write_text(yaml.safe_dump({**args, "model": str(variant)}, sort_keys=False))
@@ -234,7 +275,8 @@ def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     run, show = (args.pop(k, "False").lower() in ("1", "true", "yes") for k in ("run", "report"))
     ints = {k: int(args.pop(k)) for k in ("epochs", "imgsz", "batch", "seed", "jobs") if k in args}
-    out, scale = args.pop("out", "ablations"), args.pop("scale", "n")
+    out, scale, only = args.pop("out", "ablations"), args.pop("scale", "n"), args.pop("only", None)
+    jobs = ints.pop("jobs", 2)
     if show:
         if not Path(out).is_dir():
             raise SystemExit(f"ablations: out={out} does not exist; give the out= of an ablations run")
@@ -244,10 +286,12 @@ def main(argv: list[str]) -> None:
         return
     if "k5" in args:
         print(f"k5: {reuse_k5(args.pop('k5'), out, scale, ints.get('seed', 0))}", flush=True)
-    for line in commands(args.pop("data"), out, scale, **ints):
-        print(shlex.join(line), flush=True)
-        if run:  # this interpreter's CLI: `dsmoe` itself may not be on PATH (a venv's python called by its path)
-            subprocess.run([sys.executable, "-m", "dsmoe_yolo.cli", *line[1:]], check=True)
+    lines = commands(args.pop("data"), out, scale, **ints, only=only)
+    if run:
+        run_commands(lines, jobs)
+    else:
+        for line in lines:
+            print(shlex.join(line))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,15 @@
 #   2. carry ["gpu"]:  EPOCHS=30 bash examples/gpu_protocol.sh     # timeout_s=600
 # Outputs under $OUT: benchmark.md, gpu.txt (nvidia-smi), benchmark.log, gpu_protocol.tar.gz (benchmark.md/.csv/.png,
 # per_class_ap.csv, every run's results.csv and args.yaml, worker logs; no weights).
+#
+# Second preset, NEU-DET at 224 px: the CPU campaign's NEU-DET recipe (60 epochs, batch 16, seed 0) for DS-MoE-n,
+# lite-n and YOLOv8n, on the GPU with AMP. DS-MoE-n's 60 epochs take 4-6.5 h on one core of the CPU machine, more than
+# one working session there, so this is the way to its NEU-DET row when a GPU is lent (its numbers then belong in a
+# GPU row of their own, beside the two other models of the same call). Time per epoch on the H200 is not measured
+# yet: if benchmark.md does not come back, set EPOCHS from the results.csv files in the tarball. Preparation as above,
+# with neu-det (20 MB) in place of deeppcb, then in call 2:
+#   carry ["gpu"]: DATA=gpu/neu-det/data.yaml NAME=neu-det IMGSZ=224 EPOCHS=60 \
+#                  MODELS=dsmoe-yolov8n.yaml,dsmoe-lite-yolov8n.yaml,yolov8n.yaml bash examples/gpu_protocol.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +44,7 @@ WORKERS=${WORKERS:-4}
 DEVICE=${DEVICE:-0}
 IMGSZ=${IMGSZ:-640}
 DATA=${DATA:-gpu/deeppcb/data.yaml}
+NAME=${NAME:-deeppcb}
 MODELS=${MODELS:-dsmoe-yolov8s.yaml,dsmoe-lite-yolov8s.yaml,yolov8s.yaml}
 SITE=${SITE:-.whl/site}
 OUT=${OUT:-/tmp/gpu_protocol_out}
@@ -65,13 +75,13 @@ mkdir -p "$OUT" "$RUN"
 status=0
 timeout "$BUDGET_S" python3 -m dsmoe_yolo.cli benchmark data="$DATA" models="$MODELS" epochs="$EPOCHS" \
   imgsz="$IMGSZ" batch="$BATCH" seed=0 device="$DEVICE" workers="$WORKERS" jobs=3 onnx=False \
-  project="$RUN" name=deeppcb exist_ok=True >"$OUT/benchmark.log" 2>&1 || status=$?
+  project="$RUN" name="$NAME" exist_ok=True >"$OUT/benchmark.log" 2>&1 || status=$?
 
-if [[ -d $RUN/deeppcb ]]; then
-  tar czf "$OUT/gpu_protocol.tar.gz" -C "$RUN" --exclude='*.pt' --exclude='*.jpg' --exclude='deeppcb/*/*.png' deeppcb
+if [[ -d $RUN/$NAME ]]; then
+  tar czf "$OUT/gpu_protocol.tar.gz" -C "$RUN" --exclude='*.pt' --exclude='*.jpg' --exclude="$NAME/*/*.png" "$NAME"
 fi
-if [[ -f $RUN/deeppcb/benchmark.md ]]; then
-  cp "$RUN/deeppcb/benchmark.md" "$OUT/"
+if [[ -f $RUN/$NAME/benchmark.md ]]; then
+  cp "$RUN/$NAME/benchmark.md" "$OUT/"
   cat "$OUT/benchmark.md"
 else
   echo "gpu_protocol: no benchmark.md (exit $status; 124 = stopped at ${BUDGET_S}s); per-epoch results are in the tarball"

@@ -56,16 +56,22 @@ def test_variants_build_and_differ_where_they_should(ablations, data, tmp_path):
     assert Path(yaml.safe_load(datas["shuffled"].read_text())["path"]) == data.parent
 
 
-def test_commands_share_one_recipe(ablations, data, tmp_path):
-    lines = ablations.commands(str(data), str(tmp_path / "out"), epochs=3, jobs=1)
-    assert [line[:2] for line in lines] == [["dsmoe", "benchmark"]] * 3
+def test_commands_share_one_recipe_one_variant_each(ablations, data, tmp_path):
+    lines = ablations.commands(str(data), str(tmp_path / "out"), epochs=3)
+    assert [line[:2] for line in lines] == [["dsmoe", "benchmark"]] * 12
     for line in lines:
         assert {"epochs=3", "imgsz=224", "batch=16", "seeds=0", "exist_ok=True", "jobs=1"} <= set(line)
-    assert lines[0][3].endswith("dsmoe-lite-k5-yolov8n.yaml") and lines[1][3].endswith("dsmoe-lite-k5-yolov8n.yaml")
-    curated = [Path(p).name for p in lines[2][3].removeprefix("models=").split(",")]
-    assert len(set(curated)) == 10 and curated[0] == "dsmoe-lite-dense-yolov8n.yaml"
-    assert curated[-1] == "dsmoe-lite-k5-yolov8n.yaml"  # the shipped model, often reused (k5=), last
-    assert [line[-1] for line in lines] == ["name=shuffled", "name=templates", "name=curated"]
+    names = [line[-1].removeprefix("name=") for line in lines]
+    assert names[:3] == ["shuffled", "templates", "dense"] and names[-1] == "k5"  # the shipped model, often reused
+    assert len(set(names)) == 12
+    models = {name: Path(line[3].removeprefix("models=")).name for name, line in zip(names, lines)}
+    assert models["shuffled"] == models["templates"] == models["k5"] == "dsmoe-lite-k5-yolov8n.yaml"
+    assert all(models[n] == f"dsmoe-lite-{n}-yolov8n.yaml" for n in ablations.ORDER)
+    assert all(line[2] == f"data={data.resolve()}" for name, line in zip(names, lines) if name in ablations.ORDER)
+    picked = ablations.commands(str(data), str(tmp_path / "out"), only="nohyp, dense")
+    assert [line[-1] for line in picked] == ["name=nohyp", "name=dense"]  # in the order asked
+    with pytest.raises(ValueError, match=r"only=dense,k3: unknown variant\(s\) \['k3'\]; choose from shuffled"):
+        ablations.commands(str(data), str(tmp_path / "out"), only="dense,k3")
 
 
 def _train_dir(path: Path, model: str) -> Path:
@@ -78,7 +84,7 @@ def _train_dir(path: Path, model: str) -> Path:
 def test_k5_reuses_a_finished_shipped_run_once(ablations, tmp_path):
     run = _train_dir(tmp_path / "campaign" / "dsmoe-lite-yolov8n-seed0", "dsmoe-lite-yolov8n.yaml")
     target = ablations.reuse_k5(str(run), str(tmp_path / "out"), "n", 0)
-    assert target == tmp_path / "out" / "curated" / "dsmoe-lite-k5-yolov8n-seed0"
+    assert target == tmp_path / "out" / "k5" / "dsmoe-lite-k5-yolov8n-seed0"
     assert (target / "weights" / "last.pt").read_bytes() == b"checkpoint"
     args = yaml.safe_load((target / "args.yaml").read_text())
     assert args == {"model": str((tmp_path / "out" / "models" / "dsmoe-lite-k5-yolov8n.yaml").resolve()), "epochs": 60}
@@ -96,17 +102,38 @@ def test_k5_refuses_another_model_or_no_run(ablations, tmp_path):
         ablations.reuse_k5(str(tmp_path / "nothing"), str(tmp_path / "out"))
 
 
-def test_run_uses_this_interpreters_cli_not_path(ablations, data, tmp_path, monkeypatch):
+class _FakeProcess:
+    def __init__(self, argv, env, log):
+        self.argv, self.code = argv, 1 if "name=nohyp" in argv else 0
+        log.append(("start", argv[-1], (env or {}).get("OMP_NUM_THREADS")))
+        self.log = log
+
+    def wait(self):
+        self.log.append(("end", self.argv[-1]))
+        return self.code
+
+
+def test_run_uses_this_interpreters_cli_jobs_at_a_time(ablations, data, tmp_path, monkeypatch):
     """`python examples/ablations.py ... run=True` with a venv's python called by its path (no `dsmoe` on PATH)."""
     import subprocess
     import sys
 
-    calls, real_run = [], subprocess.run
+    log, argvs = [], []
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no `dsmoe` anywhere
-    monkeypatch.setattr(ablations.subprocess, "run", lambda argv, check: calls.append(argv))
-    ablations.main([f"data={data}", f"out={tmp_path / 'out'}", "epochs=1", "run=True"])
-    assert len(calls) == 3 and all(c[:4] == [sys.executable, "-m", "dsmoe_yolo.cli", "benchmark"] for c in calls)
-    help_ = real_run([*calls[0][:4], "--help"], capture_output=True, text=True, timeout=120)
+    monkeypatch.setattr(
+        ablations.subprocess, "Popen", lambda argv, env: argvs.append(argv) or _FakeProcess(argv, env, log)
+    )
+    ablations.main([f"data={data}", f"out={tmp_path / 'out'}", "epochs=1", "run=True", "jobs=1", "only=dense,k1"])
+    assert log == [("start", "name=dense", None), ("end", "name=dense"), ("start", "name=k1", None), ("end", "name=k1")]
+    assert all(a[:4] == [sys.executable, "-m", "dsmoe_yolo.cli", "benchmark"] for a in argvs)
+    log.clear()
+    with pytest.raises(RuntimeError, match="the command of nohyp failed"):  # the others still ran
+        ablations.main([f"data={data}", f"out={tmp_path / 'out'}", "run=True", "jobs=2", "only=dense,nohyp,k1"])
+    starts = [(e[1], e[2]) for e in log if e[0] == "start"]
+    assert starts == [("name=dense", "1"), ("name=nohyp", "1"), ("name=k1", "1")]
+    assert log.index(("start", "name=k1", "1")) > log.index(("end", "name=dense"))  # two at a time, never three
+    monkeypatch.undo()  # the real Popen (subprocess.run uses it) for the CLI check
+    help_ = subprocess.run([*argvs[0][:4], "--help"], capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0 and help_.stdout.startswith("usage: dsmoe benchmark"), help_.stderr
 
 
@@ -120,10 +147,15 @@ def test_report_gathers_finished_rows_and_the_state_of_the_others(ablations, tmp
     )
     shuffled = _train_dir(out / "shuffled" / "dsmoe-lite-k5-yolov8n-seed0", "dsmoe-lite-k5-yolov8n.yaml")
     (shuffled / "results.csv").write_text("  epoch,  metrics/mAP50-95(B)\n1,0.05\n2,0.125\n3,0.1\n")
+    dense = out / "dense" / "dsmoe-lite-dense-yolov8n-seed0"
+    dense.mkdir(parents=True)
+    (out / "dense" / "benchmark.csv").write_text(header + f"dsmoe-lite-dense-yolov8n.yaml,0,0.64,0.33,,,,,ok,{dense}\n")
     ablations.main([f"out={out}", "report=True"])
     rows = {line.split(" | ")[1]: line for line in capsys.readouterr().out.splitlines()[2:]}
     assert len(rows) == len(ablations.REPORT_ROWS) == 13
-    assert rows["k = 1"].endswith("| 0.600 | 0.310 | 0.700 | 0.550 | 31.2 | - | ok |")
+    assert rows["k = 1"].endswith("| 0.600 | 0.310 | 0.700 | 0.550 | 31.2 | - | ok |")  # the earlier one-folder layout
+    assert rows["one dense text-conditioned layer"].endswith("| 0.640 | 0.330 | - | - | - | - | ok |")
+    assert rows["k = 2"].endswith("| - | not started |")
     assert rows["descriptions shuffled between classes"].endswith(
         "training: epoch 3/60, best val mAP50-95 so far 0.125 |"
     )

@@ -626,5 +626,8 @@ def test_gpu_protocol_script_parses_and_names_the_protocol():
         'timeout "$BUDGET_S"',
         "jobs=3",
         '"$OUT/',
+        "DATA=gpu/neu-det/data.yaml NAME=neu-det IMGSZ=224 EPOCHS=60",  # the CPU campaign's NEU-DET recipe
+        "MODELS=dsmoe-yolov8n.yaml,dsmoe-lite-yolov8n.yaml,yolov8n.yaml",
+        'name="$NAME"',
     ):
         assert needle in text, needle
