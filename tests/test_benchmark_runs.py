@@ -464,6 +464,17 @@ def test_report_shows_mean_std_per_model_and_one_csv_row_per_seed(tmp_path):
         assert [(r["seed"], r["AP50-95"]) for r in csv.DictReader(f)] == [("0", "0.1"), ("1", "0.3")]
 
 
+def test_tables_name_a_model_given_by_path_by_its_file(tmp_path):
+    """``models=/x/models/v.yaml``: the tables show ``v.yaml``; benchmark.csv keeps the path as given."""
+    from dsmoe_yolo.benchmark.report import _per_class_table, main_table
+
+    model = str(tmp_path / "models" / "dsmoe-lite-k1-yolov8n.yaml")
+    assert main_table([{"model": model, "status": "ok"}]).splitlines()[2].startswith("| dsmoe-lite-k1-yolov8n.yaml |")
+    classes = [{"model": model, "seed": 0, "class": "crazing", "AP50-95": 0.25}]
+    table = _per_class_table([model], ["crazing"], classes)
+    assert table.splitlines()[0] == "| class | dsmoe-lite-k1-yolov8n.yaml |" and "| crazing | 0.250 |" in table
+
+
 def test_chart_has_one_line_per_model_and_seed(tmp_path):
     from dsmoe_yolo.benchmark.plot import plot_runs
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dsmoe_yolo.benchmark.settings import model_label
+
 __all__ = ("MAP_COLUMN", "plot_runs")
 
 MAP_COLUMN = "metrics/mAP50-95(B)"
@@ -32,7 +34,7 @@ def plot_runs(curves: list[tuple[str, int, list[dict]]], out: Path) -> Path | No
             color=colours[models.index(model)],
             linestyle=_STYLES[seeds.index(seed) % len(_STYLES)],
             linewidth=1.4,
-            label=f"{model} seed {seed}",
+            label=f"{model_label(model)} seed {seed}",
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation mAP50-95")

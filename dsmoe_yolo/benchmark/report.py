@@ -10,6 +10,7 @@ from typing import Any
 
 from dsmoe_yolo.benchmark.aggregate import per_class_means
 from dsmoe_yolo.benchmark.onnx_latency import OPSET, ort_version
+from dsmoe_yolo.benchmark.settings import model_label
 from dsmoe_yolo.timing import WARMUP
 
 __all__ = ("COLUMNS", "RUN_COLUMNS", "command_line", "threads_text", "write_outputs", "main_table")
@@ -59,6 +60,8 @@ def _cell(row: dict, key: str) -> str:
     value = row.get(key)
     if value is None:
         return "-"
+    if key == "model":
+        value = model_label(value)
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value) or "-"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -102,7 +105,7 @@ def _per_class_table(models: list[str], names: list[str], per_class: list[dict])
     """Per-class AP50-95, mean over seeds: one row per class, one column per model (``-`` where not evaluated)."""
     ap = per_class_means(per_class)
     rows = [[n.replace("|", "\\|")] + [f"{ap[(m, n)][0]:.3f}" if (m, n) in ap else "-" for m in models] for n in names]
-    return _markdown_table(["class", *models], rows, ["l"] + ["r"] * len(models))
+    return _markdown_table(["class", *map(model_label, models)], rows, ["l"] + ["r"] * len(models))
 
 
 def command_line(kwargs: dict) -> str:

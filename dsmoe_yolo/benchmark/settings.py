@@ -8,7 +8,16 @@ from typing import Any
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("MIN_LATENCY_RUNS", "Run", "check_args", "resolve_data", "make_run_dir", "make_runs", "train_args")
+__all__ = (
+    "MIN_LATENCY_RUNS",
+    "Run",
+    "check_args",
+    "resolve_data",
+    "make_run_dir",
+    "make_runs",
+    "model_label",
+    "train_args",
+)
 
 MIN_LATENCY_RUNS = 10
 
@@ -109,6 +118,12 @@ def make_run_dir(project: str | None, name: str, exist_ok: bool) -> Path:
 
     base = Path(project).expanduser().resolve() if project else Path(SETTINGS["runs_dir"]).resolve() / "benchmark"
     return increment_path(base / str(name or "benchmark"), exist_ok=bool(exist_ok), mkdir=True)
+
+
+def model_label(model: str) -> str:
+    """How tables and the chart name a model: its file name (``/x/models/dsmoe-lite-k1-yolov8n.yaml`` ->
+    ``dsmoe-lite-k1-yolov8n.yaml``); benchmark.csv keeps the model as given."""
+    return Path(str(model)).name
 
 
 def _stems(models: list[str]) -> list[str]:
