@@ -26,8 +26,8 @@ Data variants (shipped model, k5): ``templates`` class-name templates instead of
 curated descriptions rotated by one class (class i gets class i+1's), so the text no longer matches the class.
 
 ``report=True`` gathers every variant into one Markdown table (printed, and written to ``out/ablations.md``): the
-numbers of each finished command's ``benchmark.csv`` (also of an earlier layout's one ``curated/`` command) (best.pt on the val split, latency), and for runs not in one yet
-their state (not started, or the epochs done and the best validation mAP50-95 so far, from ``results.csv``).
+numbers of each finished command's ``benchmark.csv`` (best.pt on the val split, latency; also the one ``curated/``
+command of the earlier layout), and for runs not in one yet their state (not started, or the epochs done and the best validation mAP50-95 so far, from ``results.csv``).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "cfg" / "models" / "dsmoe-lite-yolov8.yaml"
 TOP_K = (1, 2, 5, 8, 32)
-# the curated run's model variants, most telling first (a campaign stopped half-way still answers the main questions)
 DATA_VARIANTS = ("shuffled", "templates")  # the shipped model (k5) with other class texts
+# the model variants (curated text), most telling first (a campaign stopped half-way still answers the main questions)
 ORDER = ("dense", "nohyp", "qfocal", "k1", "k32", "k2", "k8", "qfocal-cls8", "qfocal-cls32", "k5")
 
 
@@ -138,7 +138,8 @@ def commands(
     """Write the variants and return the ``dsmoe benchmark`` command lines, one per variant (``name=<variant>``).
 
     One training per command, so each variant is validated and timed as soon as its own training ends: a campaign
-    stopped half-way (or a machine lost) keeps every finished row. ``only``: the variants to run, in that order (default: all)."""
+    stopped half-way (or a machine lost) keeps every finished row. ``only``: the variants to run, in that order
+    (default: all)."""
     models, datas = write(data, out, scale)
     chosen = _chosen(only)
     common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={batch}", f"seeds={seed}", "exist_ok=True", "jobs=1"]
