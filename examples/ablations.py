@@ -39,6 +39,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -48,6 +49,7 @@ BASE = ROOT / "cfg" / "models" / "dsmoe-lite-yolov8.yaml"
 TOP_K = (1, 2, 5, 8, 32)
 DATA_VARIANTS = ("shuffled", "templates")  # the shipped model (k5) with other class texts
 # the model variants (curated text), most telling first (a campaign stopped half-way still answers the main questions)
+POLL_S = 5.0  # how often run_commands looks for an ended command
 ORDER = ("dense", "nohyp", "qfocal", "k1", "k32", "k2", "k8", "qfocal-cls8", "qfocal-cls32", "k5")
 
 
@@ -177,9 +179,13 @@ def run_commands(lines: list[list[str]], jobs: int = 1) -> None:
             line = pending.pop(0)
             print(("OMP_NUM_THREADS=1 " if env else "") + shlex.join(line), flush=True)
             running.append((line[-1], subprocess.Popen([sys.executable, "-m", "dsmoe_yolo.cli", *line[1:]], env=env)))
-        name, process = running.pop(0)
-        if process.wait() != 0:
-            failed.append(name.removeprefix("name="))
+        ended = [(name, process) for name, process in running if process.poll() is not None]
+        if not ended:  # whichever command ends first frees its core for the next one
+            time.sleep(POLL_S)
+        for name, process in ended:
+            running.remove((name, process))
+            if process.returncode != 0:
+                failed.append(name.removeprefix("name="))
     if failed:
         raise RuntimeError(f"ablations: the command of {', '.join(failed)} failed (see its output above)")
 
