@@ -27,7 +27,8 @@ curated descriptions rotated by one class (class i gets class i+1's), so the tex
 
 ``report=True`` gathers every variant into one Markdown table (printed, and written to ``out/ablations.md``): the
 numbers of each finished command's ``benchmark.csv`` (best.pt on the val split, latency; also the one ``curated/``
-command of the earlier layout), and for runs not in one yet their state (not started, or the epochs done and the best validation mAP50-95 so far, from ``results.csv``).
+command of the earlier layout), and for runs not in one yet their state (not started, or the epochs done and the best
+validation mAP50-95 so far, from ``results.csv``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "cfg" / "models" / "dsmoe-lite-yolov8.yaml"
 TOP_K = (1, 2, 5, 8, 32)
 DATA_VARIANTS = ("shuffled", "templates")  # the shipped model (k5) with other class texts
-# the model variants (curated text), most telling first (a campaign stopped half-way still answers the main questions)
 POLL_S = 5.0  # how often run_commands looks for an ended command
+# the model variants (curated text), most telling first (a campaign stopped half-way still answers the main questions)
 ORDER = ("dense", "nohyp", "qfocal", "k1", "k32", "k2", "k8", "qfocal-cls8", "qfocal-cls32", "k5")
 
 
