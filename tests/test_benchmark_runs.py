@@ -466,12 +466,12 @@ def test_report_shows_mean_std_per_model_and_one_csv_row_per_seed(tmp_path):
 
 def test_tables_name_a_model_given_by_path_by_its_file(tmp_path):
     """``models=/x/models/v.yaml``: the tables show ``v.yaml``; benchmark.csv keeps the path as given."""
-    from dsmoe_yolo.benchmark.report import _per_class_table, main_table
+    from dsmoe_yolo.benchmark.report import main_table, per_class_table
 
     model = str(tmp_path / "models" / "dsmoe-lite-k1-yolov8n.yaml")
     assert main_table([{"model": model, "status": "ok"}]).splitlines()[2].startswith("| dsmoe-lite-k1-yolov8n.yaml |")
     classes = [{"model": model, "seed": 0, "class": "crazing", "AP50-95": 0.25}]
-    table = _per_class_table([model], ["crazing"], classes)
+    table = per_class_table([model], ["crazing"], classes)
     assert table.splitlines()[0] == "| class | dsmoe-lite-k1-yolov8n.yaml |" and "| crazing | 0.250 |" in table
 
 

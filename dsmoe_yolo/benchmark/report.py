@@ -13,7 +13,16 @@ from dsmoe_yolo.benchmark.onnx_latency import OPSET, ort_version
 from dsmoe_yolo.benchmark.settings import model_label
 from dsmoe_yolo.timing import WARMUP
 
-__all__ = ("COLUMNS", "RUN_COLUMNS", "command_line", "threads_text", "write_outputs", "main_table")
+__all__ = (
+    "COLUMNS",
+    "RUN_COLUMNS",
+    "command_line",
+    "threads_text",
+    "write_outputs",
+    "main_table",
+    "metrics_table",
+    "per_class_table",
+)
 
 # (row key, header) of the per-model table in benchmark.md, in order.
 COLUMNS = (
@@ -90,6 +99,12 @@ def main_table(rows: list[dict]) -> str:
     return _table(rows, COLUMNS)
 
 
+def metrics_table(rows: list[dict]) -> str:
+    """The accuracy columns of the per-model table (model, seeds, mAP50, mAP50-95, P, R, epochs) in Markdown."""
+    keep = ("model", "seeds", "mAP50", "mAP50-95", "P", "R", "epochs")
+    return _table(rows, tuple(c for c in COLUMNS if c[0] in keep))
+
+
 def _runs_table(runs: list[dict]) -> str:
     keep = ("model", "seed", "mAP50", "mAP50-95", "P", "R", "epochs", "s_per_epoch", "status")
     return _table(runs, tuple(c for c in RUN_COLUMNS if c[0] in keep))
@@ -101,7 +116,7 @@ def _class_names(data: dict) -> list[str]:
     return [str(names[i]) for i in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
 
 
-def _per_class_table(models: list[str], names: list[str], per_class: list[dict]) -> str:
+def per_class_table(models: list[str], names: list[str], per_class: list[dict]) -> str:
     """Per-class AP50-95, mean over seeds: one row per class, one column per model (``-`` where not evaluated)."""
     ap = per_class_means(per_class)
     rows = [[n.replace("|", "\\|")] + [f"{ap[(m, n)][0]:.3f}" if (m, n) in ap else "-" for m in models] for n in names]
@@ -184,7 +199,7 @@ def write_outputs(
     md = run_dir / "benchmark.md"
     md.write_text(
         f"# DS-MoE benchmark\n\n{main}\n\n{note}\n\n"
-        f"## Per-class AP50-95 (val, mean over seeds)\n\n{_per_class_table(models, _class_names(data), per_class)}\n\n"
+        f"## Per-class AP50-95 (val, mean over seeds)\n\n{per_class_table(models, _class_names(data), per_class)}\n\n"
         f"## Runs\n\n{_runs_table(runs)}\n\n{chart_md}"
         f"{_settings_line(cfg, threads)}\n\nReproduce (re-running it skips finished runs and resumes interrupted "
         f"ones): `{cfg['command']}`\n",
