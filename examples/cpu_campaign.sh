@@ -4,7 +4,7 @@
 #
 #   bash examples/cpu_campaign.sh /path/to/shared/data campaign      # data root (neu-det/, deeppcb/), output folder
 #
-# On 2 cores this is days of training (NEU-DET at 224 px: ~1 min/epoch for YOLOv8n, ~1.2 for lite-n, ~4 for
+# On 2 cores this is days of training (NEU-DET at 224 px: ~1 min/epoch for YOLOv8n, ~1.2 for lite-n, ~5.5 for
 # DS-MoE-n; DeepPCB at 320 px ~1.6x that), so run it in the background:
 #   setsid nohup bash examples/cpu_campaign.sh ../shared/data campaign > campaign.log 2>&1 &
 # Ultralytics trains with (cores - 1) threads, one here, so two trainings at once (jobs=2) cost each little.
@@ -23,7 +23,7 @@ dsmoe benchmark data="$NEU" models=yolov8n.yaml,dsmoe-lite-yolov8n.yaml seeds=0,
 dsmoe benchmark data="$PCB" models=yolov8n.yaml,dsmoe-lite-yolov8n.yaml seeds=0 epochs=40 imgsz=320 batch=16 \
     exist_ok=True "project=$OUT" name=deeppcb jobs=2
 
-# 3. Side by side: the full DS-MoE-n on NEU-DET (one seed, ~4 h) and the lite-n ablations (one training at a time;
+# 3. Side by side: the full DS-MoE-n on NEU-DET (one seed, ~5.5 h) and the lite-n ablations (one training at a time;
 #    the k5 row is the shipped lite model, so step 1's seed-0 run is reused for it instead of trained again).
 #    OMP_NUM_THREADS=1: each times its latency beside the other's training, so with one thread on its own core.
 OMP_NUM_THREADS=1 dsmoe benchmark data="$NEU" models=dsmoe-yolov8n.yaml seeds=0 "${RECIPE[@]}" name=neu-det-dsmoe \
@@ -34,3 +34,9 @@ OMP_NUM_THREADS=1 python "$ROOT/examples/ablations.py" data="$NEU" out="$OUT/abl
 ablations=$!
 wait "$full"
 wait "$ablations"
+
+# 4. DeepPCB, a second seed (trained after step 3, by its own command), then both seeds' mean ± std in one table.
+dsmoe benchmark data="$PCB" models=yolov8n.yaml,dsmoe-lite-yolov8n.yaml seeds=1 epochs=40 imgsz=320 batch=16 \
+    exist_ok=True "project=$OUT" name=deeppcb-seed1 jobs=2
+python "$ROOT/examples/combine_seeds.py" "$OUT/deeppcb/benchmark.csv" "$OUT/deeppcb-seed1/benchmark.csv" \
+    > "$OUT/deeppcb-seeds.md"

@@ -40,15 +40,20 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 3
+    assert len(benchmarks) == 4
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
         check_args(**{k: args.get(k, defaults[k]) for k in inspect.signature(check_args).parameters})
         assert args["project"] == str(out) and args["exist_ok"] is True
     by_name = {args["name"]: args for args in parsed}
-    assert set(by_name) == {"neu-det", "deeppcb", "neu-det-dsmoe"}
+    assert set(by_name) == {"neu-det", "deeppcb", "neu-det-dsmoe", "deeppcb-seed1"}
     neu, pcb, full = by_name["neu-det"], by_name["deeppcb"], by_name["neu-det-dsmoe"]
+    pcb1 = by_name["deeppcb-seed1"]  # DeepPCB's second seed: step 2's recipe with seed 1
+    assert (pcb["seeds"], pcb1["seeds"]) == (0, 1)
+    assert {k: v for k, v in pcb1.items() if k not in ("seeds", "name")} == {
+        k: v for k, v in pcb.items() if k not in ("seeds", "name")
+    }
     assert neu["data"] == full["data"] == str(data / "neu-det" / "data.yaml")
     assert pcb["data"] == str(data / "deeppcb" / "data.yaml")
     assert neu["models"] == pcb["models"] == "yolov8n.yaml,dsmoe-lite-yolov8n.yaml" and neu["seeds"] == "0,1"
@@ -59,7 +64,14 @@ def test_every_benchmark_line_parses_and_checks(calls):
 
 def test_ablations_reuse_the_seed0_lite_run(calls):
     data, out, lines = calls
-    (ablation,) = [line.split()[1:] for line in lines if line.startswith("python ")]
+    (ablation,) = [line.split()[1:] for line in lines if line.startswith("python ") and "ablations.py" in line]
     assert ablation[0].endswith("examples/ablations.py") and "run=True" in ablation
     assert f"k5={out}/neu-det/dsmoe-lite-yolov8n-seed0" in ablation
     assert f"data={data}/neu-det/data.yaml" in ablation
+
+
+def test_deeppcb_seeds_are_combined(calls):
+    _, out, lines = calls
+    (combine,) = [line.split()[1:] for line in lines if line.startswith("python ") and "combine_seeds.py" in line]
+    assert combine[0].endswith("examples/combine_seeds.py")
+    assert combine[1:] == [f"{out}/deeppcb/benchmark.csv", f"{out}/deeppcb-seed1/benchmark.csv"]
