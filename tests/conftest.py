@@ -7,6 +7,7 @@ auto-install). Subprocesses (the stock ``yolo`` command) inherit the same enviro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -49,6 +50,19 @@ subprocess.run(
     capture_output=True,
 )
 RUNS, DATASETS = _settings["runs_dir"], _settings["datasets_dir"]
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """``load_example("ablations")``: ``examples/<name>.py`` imported as a module (``examples/`` is not a package)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_example", ROOT / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -3,7 +3,6 @@ every variant through `dsmoe benchmark` with one recipe."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,12 @@ import yaml
 import dsmoe_yolo.plugin as plugin
 from dsmoe_yolo.text.prompts import load_prompts
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ablations.py"
 NAMES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 
 
 @pytest.fixture(scope="module")
-def ablations():
-    spec = importlib.util.spec_from_file_location("ablations_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ablations(load_example):
+    return load_example("ablations")
 
 
 @pytest.fixture

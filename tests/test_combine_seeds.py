@@ -4,22 +4,17 @@ that one command over all the seeds writes, and a run counted twice or a missing
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "combine_seeds.py"
 NEU_DET = ROOT / "examples" / "results" / "neu-det"  # one command, seeds 0 and 1 (its benchmark.md is the reference)
 
 
 @pytest.fixture(scope="module")
-def combine_seeds():
-    spec = importlib.util.spec_from_file_location("combine_seeds_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def combine_seeds(load_example):
+    return load_example("combine_seeds")
 
 
 def _split_by_seed(tmp_path: Path) -> list[Path]:
