@@ -33,6 +33,7 @@ LAYER_NAMES = (
     "DifferentiableAggregation",
     "PlainTextFusion",
     "ZeroInitResidual",
+    "PromptDetect",
 )
 
 

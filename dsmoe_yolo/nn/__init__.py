@@ -15,6 +15,7 @@ layer                       stage  file
 ``DifferentiableAggregation`` 10   ``aggregation.py``
 ``PlainTextFusion``         abl.   ``fusion.py`` (ablation row B: text without hyperbolic/MoE)
 ``ZeroInitResidual``        lite   ``residual.py`` (DS-MoE branch added to a YOLOv8 at zero)
+``PromptDetect``            head   ``prompt_head.py`` (open-vocabulary head: class scores = text similarity)
 ==========================  =====  ============================================================
 """
 
@@ -33,6 +34,7 @@ from dsmoe_yolo.nn.hyperbolic import HyperbolicAlign
 from dsmoe_yolo.nn.mobilesam import MobileSAMBackbone
 from dsmoe_yolo.nn.moe import SparseMoE
 from dsmoe_yolo.nn.pick import Pick
+from dsmoe_yolo.nn.prompt_head import PromptDetect
 from dsmoe_yolo.nn.residual import ZeroInitResidual
 from dsmoe_yolo.nn.resnet import ResNetBackbone
 from dsmoe_yolo.nn.text import ClassText
@@ -52,6 +54,7 @@ LAYERS: dict[str, type] = {
         DifferentiableAggregation,
         PlainTextFusion,
         ZeroInitResidual,
+        PromptDetect,
     )
 }
 
@@ -71,6 +74,7 @@ _SUBMODULES = (
     "mobilesam",
     "moe",
     "pick",
+    "prompt_head",
     "residual",
     "resnet",
     "text",

@@ -10,6 +10,11 @@ for DeepSeek-R1-Distill-Qwen-1.5B), which would make this one layer ~9.4 M param
 
     T0' = LN(W T0) + s * PE(class index)        PE: sinusoidal, s: learnable scale
     T   = LN(T0' + MHA(T0', T0', T0'))
+
+``index_encoding`` (default on, the paper's form) adds ``PE(class index)``. It ties each class to its row, so the
+open-vocabulary models (``PromptDetect`` head, ``cfg/models/dsmoe-ov-*.yaml``) switch it off: without it ``T`` depends
+only on the prompts (self-attention is permutation-equivariant), so prompts given in another order give the same
+class vectors in the new order, and a class is what its text says.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class ClassText(YAMLLayer):
         embed_dim (int): Width of the frozen encoder's embeddings (384 for all-MiniLM-L6-v2, 1536 for
             DeepSeek-R1-Distill-Qwen-1.5B). Binding embeddings of another width rebuilds the input projection.
         heads (int): Attention heads; must divide ``c2``.
+        index_encoding (bool): Add the sinusoidal class-index encoding (off for open-vocabulary models).
 
     Attributes:
         embeddings (Tensor): (nc, embed_dim) buffer of frozen class embeddings, saved in checkpoints.
@@ -62,8 +68,11 @@ class ClassText(YAMLLayer):
 
     yaml_channels = "declared"
     produces_text = True
+    index_encoding: bool = True  # class default: checkpoints of earlier versions had it always on
 
-    def __init__(self, c1: int, c2: int, nc: int = 80, embed_dim: int = 384, heads: int = 4):
+    def __init__(
+        self, c1: int, c2: int, nc: int = 80, embed_dim: int = 384, heads: int = 4, index_encoding: bool = True
+    ):
         super().__init__()
         if c2 % heads:
             raise ValueError(f"ClassText width {c2} must be divisible by heads={heads}; change heads or the width")
@@ -72,10 +81,12 @@ class ClassText(YAMLLayer):
         self.c2, self.heads = c2, heads
         self.register_buffer("embeddings", torch.zeros(nc, embed_dim))
         self.proj = nn.Sequential(nn.Linear(embed_dim, c2), nn.LayerNorm(c2))
-        self.pos_scale = nn.Parameter(torch.tensor(0.1))
+        if index_encoding:  # no parameter without a use (DDP's unused-parameter check, optimizer groups)
+            self.pos_scale = nn.Parameter(torch.tensor(0.1))
         self.attn = nn.MultiheadAttention(c2, heads, batch_first=True)
         self.norm = nn.LayerNorm(c2)
         self.text_meta: dict = {}
+        self.index_encoding = bool(index_encoding)
 
     @property
     def nc(self) -> int:
@@ -129,6 +140,7 @@ class ClassText(YAMLLayer):
     def refine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """T (nc, c2) = LN(T0' + MHA(T0')) of the frozen embeddings T0 (nc, embed_dim)."""
         t0 = self.proj(embeddings)
-        t0 = t0 + self.pos_scale * sinusoidal_encoding(self.nc, self.c2).to(t0.device, t0.dtype)
+        if self.index_encoding:
+            t0 = t0 + self.pos_scale * sinusoidal_encoding(len(embeddings), self.c2).to(t0.device, t0.dtype)
         attended, _ = self.attn(t0[None], t0[None], t0[None], need_weights=False)
         return self.norm(t0 + attended[0])

@@ -21,6 +21,9 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
 ``trainer.save_model/strip_optimizer``      stock models' checkpoints carry no plugin train args (``plugin.runs``)
 ``Model.train``                             ``resume`` of a finished DS-MoE checkpoint: one line, nothing started
+``Model.predict/val/export``                ``prompts=``: open-vocabulary classes from words (``plugin.prompt_args``)
+``check_det_dataset``, ``build_yolo_dataset``   several datasets in one ``data=``, label spaces joined (``plugin.union``)
+``DetectionValidator`` metrics              per-dataset mAP of a multi-dataset validation (``plugin.union``)
 ``Exporter.__call__``                       ONNX opset 19 for DeformConv; ``format=engine`` without GPU/TensorRT: one line
 default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics
 ==========================================  ==========================================================================
@@ -58,7 +61,7 @@ def register() -> None:
             return
         from ultralytics.nn import tasks
 
-        from dsmoe_yolo.plugin import classes, fuse, hooks, internals, parse, resolve, runs
+        from dsmoe_yolo.plugin import classes, fuse, hooks, internals, parse, prompt_args, resolve, runs, union
 
         internals.check_module(tasks)
         setattr(tasks, parse.PROBE_NAME, parse.ChannelProbe)
@@ -84,6 +87,7 @@ def register() -> None:
             if getattr(mod.yaml_model_load, "_dsmoe_hook", None) != "full":
                 mod.yaml_model_load = tasks.yaml_model_load
             runs.install_resume_guard(mod)
+            prompt_args.install_prompt_args(mod)
 
         def data_utils(mod):
             internals.check_module(mod)
@@ -96,6 +100,11 @@ def register() -> None:
         after_import("ultralytics.models.yolo.detect.train", hooks.install_trainer)
         after_import("ultralytics.engine.trainer", runs.install_trainer_saves)
         after_import("ultralytics.engine.exporter", _install_exporter)
+        after_import("ultralytics.engine.trainer", union.install_dataset_check)
+        after_import("ultralytics.engine.validator", union.install_dataset_check)
+        after_import("ultralytics.models.yolo.detect.train", union.install_dataset_builder)
+        after_import("ultralytics.models.yolo.detect.val", union.install_dataset_builder)
+        after_import("ultralytics.models.yolo.detect.val", union.install_validator)
         _done = True
         # Registration often runs while dsmoe_yolo.nn itself is mid-import (its `import ultralytics.nn.modules` imports
         # ultralytics.nn.tasks, which triggers registration): expose the layers once it has finished.

@@ -25,6 +25,11 @@ CONFIG_KEYS = {
         "(str) gamma: 'augment' (random, train only) or 'preprocess' (paper: every image, gamma fixed)",
     ),
     "text_encoder": ("auto", "str", "(str) DS-MoE text encoder: auto, minilm, deepseek, a hub id or a local folder"),
+    "prompts": (
+        None,
+        "any",  # a list or mapping from Python, a string on the CLI: no type table
+        "(str) open-vocabulary DS-MoE classes: a prompt file (cfg/prompts shape) or comma-separated names",
+    ),
 }
 
 
@@ -55,8 +60,9 @@ def install_config() -> None:
                 raise RuntimeError(f"dsmoe_yolo: ultralytics now defines the train arg '{key}'; refusing to shadow it")
             cfg.DEFAULT_CFG_DICT[key] = default
             setattr(cfg.DEFAULT_CFG, key, default)
-            table = {"fraction": "CFG_FRACTION_KEYS", "float": "CFG_FLOAT_KEYS", "str": "CFG_STR_KEYS"}[kind]
-            setattr(cfg, table, frozenset(getattr(cfg, table)) | {key})
+            table = {"fraction": "CFG_FRACTION_KEYS", "float": "CFG_FLOAT_KEYS", "str": "CFG_STR_KEYS"}.get(kind)
+            if table:
+                setattr(cfg, table, frozenset(getattr(cfg, table)) | {key})
         for task, name in list(cfg.TASK2DATA.items()):
             if not isinstance(name, DefaultData):
                 cfg.TASK2DATA[task] = DefaultData(name)

@@ -150,8 +150,9 @@ def install_criterion(tasks) -> None:
 
     def init_criterion(self):
         from dsmoe_yolo.loss import criterion_for
+        from dsmoe_yolo.plugin.union import masked_criterion
 
-        return criterion_for(self) or stock(self)
+        return masked_criterion(criterion_for(self) or stock(self))
 
     init_criterion._dsmoe_hook, init_criterion.stock = "full", stock
     cls.init_criterion = init_criterion

@@ -32,14 +32,20 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "DEFAULT_CFG_DICT",
         "DEFAULT_CFG",
     ),
-    "ultralytics.engine.model": ("yaml_model_load", "Model.train"),
-    "ultralytics.engine.trainer": ("BaseTrainer.save_model", "strip_optimizer"),
+    "ultralytics.engine.model": ("yaml_model_load", "Model.train", "Model.predict", "Model.val", "Model.export"),
+    "ultralytics.engine.trainer": ("BaseTrainer.save_model", "strip_optimizer", "check_det_dataset"),
+    "ultralytics.engine.validator": ("check_det_dataset",),
+    "ultralytics.models.yolo.detect.val": (
+        "build_yolo_dataset",
+        "DetectionValidator.update_metrics",
+        "DetectionValidator.get_stats",
+    ),
     "ultralytics.engine.exporter": ("Exporter.__call__", "export_formats"),
     "ultralytics.data.utils": ("check_file", "check_det_dataset"),
     "ultralytics.data.dataset": ("v8_transforms", "YOLODataset.build_transforms"),
     "ultralytics.data.augment": ("RandomHSV", "Compose"),
     "ultralytics.utils.callbacks.base": ("default_callbacks",),
-    "ultralytics.models.yolo.detect.train": ("DetectionTrainer.set_model_attributes",),
+    "ultralytics.models.yolo.detect.train": ("DetectionTrainer.set_model_attributes", "build_yolo_dataset"),
     "ultralytics.utils.loss": ("v8DetectionLoss.get_assigned_targets_and_loss", "BboxLoss"),
 }
 

@@ -23,6 +23,8 @@ __all__ = (
     "bind_hierarchy",
     "class_texts",
     "set_classes",
+    "is_open_vocabulary",
+    "checkpoint_encoder",
     "resolve_embeddings",
     "transfer_text_meta",
 )
@@ -60,11 +62,12 @@ def bind_model(model: nn.Module, embeddings: torch.Tensor, meta: dict) -> int:
     """Bind embeddings to every ``ClassText`` of ``model``; return how many were bound.
 
     Raises:
-        ConfigError: If the embedding count differs from the model's class count.
+        ConfigError: If the embedding count differs from a closed-set model's class count (an open-vocabulary head
+            takes any count).
     """
     texts = class_texts(model)
     nc = getattr(getattr(model, "model", [None])[-1], "nc", None) if hasattr(model, "model") else None
-    if nc is not None and len(embeddings) != nc:
+    if not is_open_vocabulary(model) and nc is not None and len(embeddings) != nc:
         raise ConfigError(
             f"{len(embeddings)} class embeddings for a model with nc={nc}; embed exactly the model's classes"
         )
@@ -96,14 +99,19 @@ def bind_for_training(trainer) -> None:
     if not texts:
         return
     names = [str(trainer.data["names"][i]) for i in range(len(trainer.data["names"]))]
-    if all(t.is_bound and t.text_meta.get("names") == names for t in texts):
+    data, prompt_file = trainer.data, getattr(trainer.args, "prompts", None)
+    if prompt_file:  # train arg prompts=: the prompt file for the data's classes, in place of the data YAML's
+        if not isinstance(prompt_file, str) or not prompt_file.endswith((".yaml", ".yml")):
+            raise ConfigError(f"train arg prompts={prompt_file!r} must name a prompt file (cfg/prompts/*.yaml shape)")
+        data = {**data, "prompts": prompt_file}
+    if not prompt_file and all(t.is_bound and t.text_meta.get("names") == names for t in texts):
         LOGGER.info(
             f"DS-MoE text: model already holds class embeddings for {names} ({texts[0].text_meta.get('encoder')})"
         )
         bind_hierarchy(model, texts[0].text_meta.get("source"), names)
         return
     device = str(trainer.device) if getattr(trainer, "device", None) is not None else None
-    emb, meta = resolve_embeddings(trainer.data, names, getattr(trainer.args, "text_encoder", "auto"), device)
+    emb, meta = resolve_embeddings(data, names, getattr(trainer.args, "text_encoder", "auto"), device)
     bind_model(model, emb.to(next(model.parameters()).device), meta)
     bind_hierarchy(model, meta.get("source"), names)
 
@@ -139,42 +147,56 @@ def bind_hierarchy(model: nn.Module, source: str | None, names: list[str], log=N
     return groups
 
 
+def is_open_vocabulary(model) -> bool:
+    """True if ``model``'s (YOLO wrapper, DetectionModel or DDP) head scores classes by their text (``PromptDetect``)."""
+    from dsmoe_yolo.nn.prompt_head import PromptDetect
+
+    net = getattr(model, "module", model)
+    net = getattr(net, "model", net)
+    net = getattr(net, "model", net)  # YOLO wrapper -> DetectionModel -> Sequential
+    return isinstance(net, nn.Sequential) and len(net) > 0 and isinstance(net[-1], PromptDetect)
+
+
 def set_classes(
     model,
-    names: list[str],
+    names,
     embeddings: torch.Tensor | None = None,
-    encoder: str = "auto",
+    encoder: str | None = None,
     prompts: dict | str | None = None,
 ) -> None:
     """Change a DS-MoE model's classes: names, class text, and the detection head's class count.
 
-    In the spirit of YOLO-World's ``set_classes``. Rows of the head's class convolutions are kept for names the model
-    already knew (matched by name) and initialised fresh for new ones: new classes need fine-tuning before their
-    scores mean anything, because the head is a closed-set classifier.
+    On an open-vocabulary model (``PromptDetect`` head, ``dsmoe-ov-*.yaml``) the prompts *are* the classifier: the
+    new classes are detected at once, no retraining. On a closed-set model (``Detect`` head) rows of the head's class
+    convolutions are kept for names the model already knew (matched by name) and initialised fresh for new ones, with
+    a warning: those need fine-tuning before their scores mean anything.
 
     Args:
         model: ``YOLO``/``DSMoE`` wrapper or ``DetectionModel``.
-        names: New class names.
-        embeddings: (len(names), D) embeddings; default: embed ``prompts`` (a dict, a prompt file, or class-name
-            templates) with ``encoder``.
-        encoder: Text encoder spec used when embeddings are computed.
-        prompts: Descriptions per class (dict or prompt-file path).
+        names: Class names (list), ``{name: description(s)}``, a prompt file (``cfg/prompts`` shape) or a
+            comma-separated string of names.
+        embeddings: (len(names), D) embeddings; default: embed the descriptions (class-name templates if none).
+        encoder: Text encoder; default the one the model's class text was embedded with (``auto`` if unbound).
+        prompts: Descriptions per class of a name list (mapping or prompt file).
+
+    Raises:
+        ConfigError: For bad prompts (``class_prompts``), an encoder that is not on this machine, or embeddings of
+            another width than the model's.
     """
     from ultralytics.nn.modules import Detect
 
     from dsmoe_yolo.text.embed import embed_classes, template_prompts
-    from dsmoe_yolo.text.prompts import load_prompts
+    from dsmoe_yolo.text.prompts import class_prompts
 
     is_net = isinstance(getattr(model, "model", None), nn.Sequential)  # a DetectionModel, not a YOLO wrapper
     wrapper, net = (None, model) if is_net else (model, model.model)
-    names = [str(n) for n in names]
-    if not names or len(set(names)) != len(names):
-        raise ConfigError(f"set_classes needs unique, non-empty class names, got {names}")
+    names, table, source = class_prompts(names, prompts)
     texts = class_texts(net)
     if not texts:
         raise ConfigError("set_classes needs a DS-MoE model with a ClassText layer")
     if embeddings is None:
-        table = load_prompts(prompts) if isinstance(prompts, (str, Path)) else (prompts or template_prompts(names))
+        table = table or template_prompts(names)
+        encoder = encoder or checkpoint_encoder(texts[0])
         embeddings, meta = embed_classes(names, table, model=encoder)
     else:
         embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
@@ -182,27 +204,69 @@ def set_classes(
             raise ConfigError(f"set_classes: embeddings must be ({len(names)}, D), got {tuple(embeddings.shape)}")
         meta = {"encoder": "user-provided", "names": names, "dim": int(embeddings.shape[1])}
     meta["names"] = names
+    if table is not None:
+        meta["prompts"] = {n: list(table[n]) for n in names}
 
     head = net.model[-1]
     if not isinstance(head, Detect):
         raise ConfigError("set_classes: the model's last layer is not a Detect head")
-    old = [str(v) for v in (net.names.values() if isinstance(net.names, dict) else net.names)]
-    new = [n for n in names if n not in old]
-    if new:
-        from ultralytics.utils import LOGGER
-
-        LOGGER.warning(
-            f"set_classes: {new} are new to this model; their detection-head rows are untrained, so their scores mean "
-            f"nothing until the model is fine-tuned on data with these classes (the head is a closed-set classifier)"
+    if texts[0].is_bound and embeddings.shape[1] != texts[0].embed_dim:  # before anything changes
+        raise ConfigError(
+            f"set_classes: class embeddings are {embeddings.shape[1]}-dim but this model was trained with "
+            f"{texts[0].embed_dim}-dim text from '{texts[0].text_meta.get('encoder')}'; embed them with that encoder"
         )
-    _resize_head(head, old, names)
+    open_vocabulary = is_open_vocabulary(net)
+    if not open_vocabulary:
+        old = [str(v) for v in (net.names.values() if isinstance(net.names, dict) else net.names)]
+        new = [n for n in names if n not in old]
+        if new:
+            from ultralytics.utils import LOGGER
+
+            LOGGER.warning(
+                f"set_classes: {new} are new to this model; their detection-head rows are untrained, so their scores "
+                f"mean nothing until the model is fine-tuned on data with these classes (the head is a closed-set "
+                f"classifier; the open-vocabulary models, dsmoe-ov-*.yaml, detect new classes from their prompts)"
+            )
+        _resize_head(head, old, names)
+    bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
+    if open_vocabulary:
+        head.nc, head.no = len(names), len(names) + head.reg_max * 4
     net.yaml["nc"] = len(names)
     net.names = dict(enumerate(names))
     net.criterion = None  # rebuilt lazily with the new class count
-    bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
-    bind_hierarchy(net, str(prompts) if isinstance(prompts, (str, Path)) else None, names)
+    bind_hierarchy(net, str(source) if source else None, names)
     if wrapper is not None:
         wrapper.predictor = None
+
+
+def checkpoint_encoder(text) -> str:
+    """The encoder a bound ``ClassText`` was embedded with, checked to be on this machine (``auto`` if unbound).
+
+    Raises:
+        ConfigError: If that encoder cannot be found here, naming it and how to get it (at once, no hub time-out).
+    """
+    from dsmoe_yolo.text.encoder import HOW_TO_GET_ONE, MINILM, _in_hf_cache, _packaged_minilm
+
+    enc = str(text.text_meta.get("encoder") or "") if text.is_bound else ""
+    if not enc or enc == "user-provided":
+        if enc:
+            raise ConfigError(
+                "this model's class text came from user-provided embeddings: pass embeddings=(nc, "
+                f"{text.embed_dim}) tensor, or encoder=<the encoder that made them>"
+            )
+        return "auto"
+    local = Path(enc).expanduser()
+    found = (
+        local.is_dir()
+        if local.is_absolute()
+        else (_packaged_minilm() is not None if enc == MINILM else _in_hf_cache(enc))
+    )
+    if not found:
+        raise ConfigError(
+            f"this model's class text was embedded with '{enc}', which is not on this machine, and new prompts must be "
+            f"embedded with the same encoder ({text.embed_dim}-dim). {HOW_TO_GET_ONE}"
+        )
+    return enc
 
 
 def _resize_head(head, old: list[str], new: list[str]) -> None:

@@ -115,7 +115,8 @@ def embed_classes(
         log: ``callable(str)`` for status lines (default: Ultralytics' LOGGER.info).
 
     Returns:
-        (embeddings (nc, D) float32, meta) with meta ``{"encoder", "prompts_sha", "names", "dim"}``.
+        (embeddings (nc, D) float32, meta) with meta ``{"encoder", "prompts_sha", "names", "dim", "prompts"}`` (the
+        descriptions per class, kept in the model with the embeddings).
     """
     if log is None:
         from ultralytics.utils import LOGGER
@@ -130,7 +131,7 @@ def embed_classes(
         emb, meta = load_embeddings_file(file, names)
         if meta.get("prompts_sha") == digest and meta.get("encoder") == encoder_id:
             log(f"DS-MoE text: cached class embeddings ({encoder_id}, {len(names)} classes) from {file}")
-            return emb, meta
+            return emb, {**meta, "prompts": dict(zip(names, texts))}
         log(
             f"DS-MoE text: prompts changed since {file} was written (hash {meta.get('prompts_sha')} -> {digest}); recomputing"
         )
@@ -148,7 +149,7 @@ def embed_classes(
     meta = {"encoder": encoder_id, "prompts_sha": digest, "names": names, "dim": int(emb.shape[1])}
     if cache:
         save_embeddings_file(file, emb, meta)
-    return emb, meta
+    return emb, {**meta, "prompts": dict(zip(names, texts))}  # the descriptions travel with the model
 
 
 def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[str]], str]:
@@ -159,6 +160,8 @@ def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[s
 
     yaml_file = Path(str(data.get("yaml_file", "")))
     spec = data.get("prompts")
+    if isinstance(spec, dict):  # a multi-dataset union: each member's descriptions, joined (data/union.py)
+        return dict(zip(names, prompts_for(names, spec, source="the datasets' prompts"))), "the datasets' prompts"
     if spec:
         candidates = [Path(spec).expanduser(), yaml_file.parent / spec, CFG_DIR / "prompts" / str(spec)]
         for c in candidates:

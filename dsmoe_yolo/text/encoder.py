@@ -130,6 +130,7 @@ class TextEncoder:
     @torch.no_grad()
     def encode(self, texts: list[str], progress: bool = False) -> torch.Tensor:
         """Return (len(texts), dim) float32 CPU embeddings."""
+        self.warn_truncated(texts)
         out = []
         starts = range(0, len(texts), self.batch)
         if progress:
@@ -149,3 +150,19 @@ class TextEncoder:
             mask = tok["attention_mask"][..., None].float()
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+    def warn_truncated(self, texts: list[str]) -> list[int]:
+        """Warn once per text longer than ``max_length`` tokens (it is truncated); return the indices of those texts."""
+        long = []
+        for i, text in enumerate(texts):
+            n = len(self.tokenizer(text, truncation=False)["input_ids"])
+            if n > self.max_length:
+                long.append(i)
+                from ultralytics.utils import LOGGER
+
+                LOGGER.warning(
+                    f"DS-MoE text: prompt '{text[:60]}...' is {n} tokens, more than the {self.max_length} that "
+                    f"{Path(self.model_id).name} is given; only its first {self.max_length} tokens are embedded. "
+                    "Shorten it, or split it into several descriptions of the class"
+                )
+        return long

@@ -36,6 +36,7 @@ __all__ = (
     "strip_reasoning",
     "parse_descriptions",
     "generate_prompts",
+    "class_prompts",
 )
 
 THINK = re.compile(r"<think>.*?(</think>|$)", flags=re.S | re.I)
@@ -226,3 +227,63 @@ def write_prompts(path: str | Path, prompts: dict[str, list[str]], model: str, f
     body = yaml.safe_dump({"model": model, "prompts": prompts}, sort_keys=False, allow_unicode=True, width=120)
     path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
     return path
+
+
+def class_prompts(spec, prompts=None) -> tuple[list[str], dict[str, list[str]] | None, Path | None]:
+    """Class names and descriptions from any prompt form ``set_classes`` and ``prompts=`` accept.
+
+    ``spec`` is a list of names, a ``{name: description or [descriptions]}`` mapping, a prompt file (``cfg/prompts``
+    shape; a bare name is looked up there too), or, from the command line, a comma-separated string of names.
+    ``prompts`` (a mapping or a prompt file) gives descriptions for the names of a list. Returns
+    ``(names, {name: [descriptions]}, prompt file or None)``, the table None when only names were given (the caller
+    templates them).
+
+    Raises:
+        ConfigError: For no classes, an empty or whitespace-only name or description, or a duplicate name.
+    """
+    from dsmoe_yolo.assets import CFG_DIR
+
+    def as_file(x) -> Path | None:
+        if not isinstance(x, (str, Path)) or not str(x).endswith((".yaml", ".yml")):
+            return None
+        for c in (Path(x).expanduser(), CFG_DIR / "prompts" / str(x)):
+            if c.is_file():
+                return c
+        raise ConfigError(f"prompt file '{x}' not found (looked in the working folder and {CFG_DIR / 'prompts'})")
+
+    table, source = None, None
+    if (file := as_file(spec)) is not None:
+        source = file
+        table = load_prompts(file)
+        names = list(table)
+    elif isinstance(spec, dict):
+        table = {str(k): [v] if isinstance(v, str) else list(v or []) for k, v in spec.items()}
+        names = list(table)
+    else:
+        names = spec.split(",") if isinstance(spec, str) else list(spec or [])
+    names = [str(n) for n in names]
+    if not names:
+        raise ConfigError("no class prompts given: pass at least one class name, e.g. set_classes(['scratch'])")
+    blank = [repr(n) for n in names if not n.strip()]
+    if blank:
+        raise ConfigError(f"class prompts {names} include empty or whitespace-only names {blank}; remove them")
+    names = [n.strip() for n in names]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise ConfigError(f"class prompts name {dups} more than once; class names must be unique")
+    if prompts is not None:
+        source = as_file(prompts) or source
+        table = load_prompts(source) if as_file(prompts) is not None else dict(prompts)
+        table = {str(k): [v] if isinstance(v, str) else list(v or []) for k, v in table.items()}
+        missing = [n for n in names if n not in table]
+        if missing:
+            raise ConfigError(f"prompts give no descriptions for classes {missing}; add them or leave prompts out")
+        table = {n: table[n] for n in names}
+    if table is not None:
+        table = {str(k).strip(): [str(t) for t in v] for k, v in table.items()}
+        empty = [n for n, texts in table.items() if not texts or any(not t.strip() for t in texts)]
+        if empty:
+            raise ConfigError(
+                f"class prompts: {empty} have an empty or whitespace-only description; write one or drop it"
+            )
+    return names, table, source
