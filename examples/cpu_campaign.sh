@@ -40,3 +40,14 @@ dsmoe benchmark data="$PCB" models=yolov8n.yaml,dsmoe-lite-yolov8n.yaml seeds=1 
     exist_ok=True "project=$OUT" name=deeppcb-seed1 jobs=2
 python "$ROOT/examples/combine_seeds.py" "$OUT/deeppcb/benchmark.csv" "$OUT/deeppcb-seed1/benchmark.csv" \
     > "$OUT/deeppcb-seeds.md"
+
+# 5. The open-vocabulary lite-n (dsmoe-ov-lite-yolov8n.yaml: the class prompts are the classifier) with steps 1 and 2's
+#    recipes and seeds, then each NEU-DET checkpoint validated under other class texts, no retraining (does the text
+#    decide now?). The closed-set rows it is read against are steps 1, 2 and 4's.
+dsmoe benchmark data="$NEU" models=dsmoe-ov-lite-yolov8n.yaml seeds=0,1 "${RECIPE[@]}" name=neu-det-ov jobs=2
+dsmoe benchmark data="$PCB" models=dsmoe-ov-lite-yolov8n.yaml seeds=0,1 epochs=40 imgsz=320 batch=16 \
+    exist_ok=True "project=$OUT" name=deeppcb-ov jobs=2
+for seed in 0 1; do
+    python "$ROOT/examples/prompt_swap.py" model="$OUT/neu-det-ov/dsmoe-ov-lite-yolov8n-seed$seed/weights/best.pt" \
+        data="$NEU" imgsz=224 batch=16 out="$OUT/neu-det-ov/prompt-swap-seed$seed.md"
+done

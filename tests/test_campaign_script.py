@@ -40,14 +40,18 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 4
+    assert len(benchmarks) == 6
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
         check_args(**{k: args.get(k, defaults[k]) for k in inspect.signature(check_args).parameters})
         assert args["project"] == str(out) and args["exist_ok"] is True
     by_name = {args["name"]: args for args in parsed}
-    assert set(by_name) == {"neu-det", "deeppcb", "neu-det-dsmoe", "deeppcb-seed1"}
+    assert set(by_name) == {"neu-det", "deeppcb", "neu-det-dsmoe", "deeppcb-seed1", "neu-det-ov", "deeppcb-ov"}
+    for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
+        same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
+        assert same == {k: v for k, v in by_name[closed].items() if k not in ("models", "name", "seeds")}
+        assert by_name[ov]["models"] == "dsmoe-ov-lite-yolov8n.yaml" and by_name[ov]["seeds"] == "0,1"
     neu, pcb, full = by_name["neu-det"], by_name["deeppcb"], by_name["neu-det-dsmoe"]
     pcb1 = by_name["deeppcb-seed1"]  # DeepPCB's second seed: step 2's recipe with seed 1
     assert (pcb["seeds"], pcb1["seeds"]) == (0, 1)
@@ -75,3 +79,12 @@ def test_deeppcb_seeds_are_combined(calls):
     (combine,) = [line.split()[1:] for line in lines if line.startswith("python ") and "combine_seeds.py" in line]
     assert combine[0].endswith("examples/combine_seeds.py")
     assert combine[1:] == [f"{out}/deeppcb/benchmark.csv", f"{out}/deeppcb-seed1/benchmark.csv"]
+
+
+def test_each_open_vocabulary_neu_det_checkpoint_is_validated_under_other_texts(calls):
+    data, out, lines = calls
+    swaps = [line.split()[1:] for line in lines if line.startswith("python ") and "prompt_swap.py" in line]
+    assert [s[1] for s in swaps] == [
+        f"model={out}/neu-det-ov/dsmoe-ov-lite-yolov8n-seed{seed}/weights/best.pt" for seed in (0, 1)
+    ]
+    assert all(f"data={data}/neu-det/data.yaml" in s and "imgsz=224" in s for s in swaps)

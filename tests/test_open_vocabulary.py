@@ -243,3 +243,24 @@ def test_train_then_predict_and_val_with_prompts_through_the_yolo_command(tmp_pa
     text = out.stdout + out.stderr
     assert out.returncode == 0 and "open-vocabulary model validated on the data's classes" in text, text[-3000:]
     assert "fissure" in text
+
+
+@pytest.mark.parametrize("closed", ["dsmoe-lite-yolov8.yaml", "dsmoe-yolov8.yaml"])
+def test_ov_yamls_are_the_closed_set_ones_but_for_the_text_code_and_the_head(closed):
+    """The open-vocabulary YAMLs cannot drift from the closed-set ones they extend by two rows."""
+    import yaml
+
+    import dsmoe_yolo
+
+    folder = dsmoe_yolo.CFG_DIR / "models"
+    a = yaml.safe_load((folder / closed).read_text())
+    b = yaml.safe_load((folder / closed.replace("dsmoe-", "dsmoe-ov-", 1)).read_text())
+    assert {k: v for k, v in a.items() if k not in ("backbone", "head")} == {
+        k: v for k, v in b.items() if k not in ("backbone", "head")
+    }
+    rows_a, rows_b = a["backbone"] + a["head"], b["backbone"] + b["head"]
+    changed = [i for i, (x, y) in enumerate(zip(rows_a, rows_b)) if x != y]
+    text = next(i for i, r in enumerate(rows_a) if r[2] == "ClassText")
+    assert changed == [text, len(rows_a) - 1] and len(rows_a) == len(rows_b)
+    assert rows_b[text][3] == [*rows_a[text][3], {"index_encoding": False}]
+    assert rows_b[-1] == [[*rows_a[-1][0], text], 1, "PromptDetect", ["nc"]]

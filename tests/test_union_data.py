@@ -1,4 +1,4 @@
-"""One training over several datasets (``dsmoe_yolo.data.union``, ``dsmoe_yolo.plugin.union``)."""
+"""One training over several datasets (``dsmoe_yolo.multi_dataset``, ``dsmoe_yolo.plugin.union``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import run_cli, shared_dataset
 
-from dsmoe_yolo.data.union import SPACES, LabelSpaces, is_union, load_union
+from dsmoe_yolo.multi_dataset import SPACES, LabelSpaces, is_union, load_union
 from dsmoe_yolo.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""Hooks that let the stock trainer and validator take several datasets at once (``dsmoe_yolo.data.union``).
+"""Hooks that let the stock trainer and validator take several datasets at once (``dsmoe_yolo.multi_dataset``).
 
 ==================================================  ===============================================================
 hook                                                what it adds for a multi-dataset ``data=`` (nothing otherwise)
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsmoe_yolo.data.union import SPACES, is_union, load_union
+from dsmoe_yolo.multi_dataset import SPACES, is_union, load_union
 from dsmoe_yolo.plugin import internals
 
 __all__ = (

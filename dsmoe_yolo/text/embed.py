@@ -160,7 +160,7 @@ def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[s
 
     yaml_file = Path(str(data.get("yaml_file", "")))
     spec = data.get("prompts")
-    if isinstance(spec, dict):  # a multi-dataset union: each member's descriptions, joined (data/union.py)
+    if isinstance(spec, dict):  # a multi-dataset union: each member's descriptions, joined (multi_dataset.py)
         return dict(zip(names, prompts_for(names, spec, source="the datasets' prompts"))), "the datasets' prompts"
     if spec:
         candidates = [Path(spec).expanduser(), yaml_file.parent / spec, CFG_DIR / "prompts" / str(spec)]
