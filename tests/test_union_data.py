@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import run_cli, shared_dataset
 
-from dsmoe_yolo.multi_dataset import SPACES, LabelSpaces, is_union, load_union
 from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.multi_dataset import SPACES, LabelSpaces, is_union, load_union
 
 
 @pytest.fixture
