@@ -18,6 +18,8 @@ auto-install off) stops in one line saying so and how to build the engine elsewh
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ("register_onnx_symbolics", "on_export_start", "prepare_export", "install_exporter", "MIN_OPSET")
 
 MIN_OPSET = 19
@@ -82,8 +84,18 @@ def register_onnx_symbolics() -> None:
 
 
 def on_export_start(exporter) -> None:
-    """Ultralytics callback: register symbolics before any DS-MoE model is exported."""
+    """Ultralytics callback: register symbolics before any DS-MoE model is exported; record in a DS-MoE export's
+    metadata the plugin version and the data it was trained on (``yolo val model=best.onnx`` without ``data=``)."""
     register_onnx_symbolics()
+    from dsmoe_yolo.model_kind import is_dsmoe_source
+
+    model, metadata = getattr(exporter, "model", None), getattr(exporter, "metadata", None)
+    if isinstance(metadata, dict) and model is not None and is_dsmoe_source(model):
+        from dsmoe_yolo._version import __version__
+
+        args = getattr(model, "args", None)
+        data = args.get("data") if isinstance(args, dict) else getattr(args, "data", None)
+        metadata["dsmoe"] = {"version": __version__, "data": str(data) if isinstance(data, (str, Path)) else None}
 
 
 def needs_deform_conv(model) -> bool:

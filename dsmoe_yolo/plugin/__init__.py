@@ -21,7 +21,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
 ``trainer.save_model/strip_optimizer``      stock models' checkpoints carry no plugin train args (``plugin.runs``)
 ``Model.train``                             ``resume`` of a finished DS-MoE checkpoint: one line, nothing started
-``Model.predict/val/export``                ``prompts=``: open-vocabulary classes from words (``plugin.prompt_args``)
+``Model.predict/val/export``                ``prompts=`` (open-vocabulary classes from words), val data checks (``plugin.run_args``)
 ``check_det_dataset``, ``build_yolo_dataset``   several datasets in one ``data=``, label spaces joined (``plugin.union``)
 ``DetectionValidator`` metrics              per-dataset mAP of a multi-dataset validation (``plugin.union``)
 ``Exporter.__call__``                       ONNX opset 19 for DeformConv; ``format=engine`` without GPU/TensorRT: one line
@@ -61,7 +61,7 @@ def register() -> None:
             return
         from ultralytics.nn import tasks
 
-        from dsmoe_yolo.plugin import classes, fuse, hooks, internals, parse, prompt_args, resolve, runs, union
+        from dsmoe_yolo.plugin import classes, fuse, hooks, internals, parse, resolve, run_args, runs, union
 
         internals.check_module(tasks)
         setattr(tasks, parse.PROBE_NAME, parse.ChannelProbe)
@@ -87,7 +87,7 @@ def register() -> None:
             if getattr(mod.yaml_model_load, "_dsmoe_hook", None) != "full":
                 mod.yaml_model_load = tasks.yaml_model_load
             runs.install_resume_guard(mod)
-            prompt_args.install_prompt_args(mod)
+            run_args.install_run_args(mod)
 
         def data_utils(mod):
             internals.check_module(mod)

@@ -112,6 +112,9 @@ class _RowBuilder:
                 self.c2 = [scale(c) for c in c2] if cls.yaml_channels == "declared_list" else scale(c2)
             except TypeError:
                 self.fail(f"the first arg must be the output channels c2, got {c2!r}")
+            widths = c2 if isinstance(c2, (list, tuple)) else [c2]
+            if any(isinstance(c, bool) or not isinstance(c, (int, float)) or c <= 0 for c in widths):
+                self.fail(f"the output channels c2 must be positive, got {c2!r}")
 
     @staticmethod
     def _resolve(a, names):

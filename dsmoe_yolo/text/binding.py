@@ -245,7 +245,7 @@ def checkpoint_encoder(text) -> str:
     Raises:
         ConfigError: If that encoder cannot be found here, naming it and how to get it (at once, no hub time-out).
     """
-    from dsmoe_yolo.text.encoder import HOW_TO_GET_ONE, MINILM, _in_hf_cache, _packaged_minilm
+    from dsmoe_yolo.text.encoder import MINILM, _in_hf_cache, _packaged_minilm, how_to_get_one
 
     enc = str(text.text_meta.get("encoder") or "") if text.is_bound else ""
     if not enc or enc == "user-provided":
@@ -264,7 +264,7 @@ def checkpoint_encoder(text) -> str:
     if not found:
         raise ConfigError(
             f"this model's class text was embedded with '{enc}', which is not on this machine, and new prompts must be "
-            f"embedded with the same encoder ({text.embed_dim}-dim). {HOW_TO_GET_ONE}"
+            f"embedded with the same encoder ({text.embed_dim}-dim). {how_to_get_one()}"
         )
     return enc
 

@@ -15,7 +15,15 @@ import torch
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("TextEncoder", "resolve_encoder_id", "resolve_model_path", "load_tokenizer", "DEFAULT_LLM", "MINILM")
+__all__ = (
+    "TextEncoder",
+    "resolve_encoder_id",
+    "resolve_model_path",
+    "load_tokenizer",
+    "how_to_get_one",
+    "DEFAULT_LLM",
+    "MINILM",
+)
 
 DEFAULT_LLM = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -31,6 +39,17 @@ HOW_TO_GET_ONE = (
     "or pass text_encoder=/path/to/local/model, or precompute embeddings with 'dsmoe embed' and name the file under "
     "'embeddings:' in the data YAML."
 )
+
+
+def how_to_get_one() -> str:
+    """``HOW_TO_GET_ONE``, unless the packaged MiniLM is installed: then say that it is (no reinstall advice)."""
+    if _packaged_minilm() is None:
+        return HOW_TO_GET_ONE
+    return (
+        f"all-MiniLM-L6-v2 is installed and works offline (text_encoder=minilm); for {DEFAULT_LLM}, download it on a "
+        f"connected machine (`huggingface-cli download {DEFAULT_LLM}`) and copy the Hugging Face cache, or pass "
+        "text_encoder=/path/to/local/model."
+    )
 
 
 def _packaged_minilm() -> str | None:
@@ -60,7 +79,14 @@ def resolve_encoder_id(spec: str | None = "auto") -> str:
     if spec.lower() != "auto":
         canonical = ALIASES.get(spec.lower(), spec)
         path = Path(canonical).expanduser()
-        return str(path.resolve()) if path.is_dir() else canonical
+        if path.is_dir():
+            return str(path.resolve())
+        if canonical.count("/") != 1 or canonical.startswith(("/", ".", "~")) or canonical.endswith("/"):
+            raise ConfigError(
+                f"text_encoder={spec!r} is not an encoder: use auto, {', '.join(sorted(ALIASES))}, a local model folder "
+                f"(none at {path.resolve()}), or a Hugging Face id such as {MINILM}"
+            )
+        return canonical
     if _in_hf_cache(DEFAULT_LLM):
         return DEFAULT_LLM
     if _packaged_minilm():
@@ -123,7 +149,7 @@ class TextEncoder:
             self.model = AutoModel.from_pretrained(path, dtype=dtype).to(self.device).eval()
         except (OSError, ValueError) as e:
             raise ConfigError(
-                f"text encoder '{self.model_id}' could not be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). {HOW_TO_GET_ONE}"
+                f"text encoder '{self.model_id}' could not be loaded ({type(e).__name__}: {str(e).splitlines()[0]}). {how_to_get_one()}"
             ) from None
         self.dim = int(self.model.config.hidden_size)
 
