@@ -9,7 +9,10 @@ opcodes without running it:
 
 After unpickling (``check_loaded``), a DS-MoE model must hold only finite parameters and buffers, and its class text
 must have been embedded for its class names; otherwise one error names the file and what is wrong (a damaged file
-loads silently in stock Ultralytics). Bit flips that leave values finite cannot be detected this way.
+loads silently in stock Ultralytics). Bit flips that leave values finite are caught by the integrity digest: every
+DS-MoE model pickled (each checkpoint a training writes, ``strip_optimizer``, ``YOLO.save``, a plain ``torch.save``)
+carries the SHA-256 of its weights (``dsmoe_digest``, written by the plugin's ``DetectionModel.__getstate__`` hook),
+recomputed at load; ``DSMOE_IGNORE_DIGEST=1`` loads a mismatching file anyway, with a warning.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from pathlib import Path
 
 from dsmoe_yolo._version import __version__
 
-__all__ = ("inspect_checkpoint", "check_compatible", "check_loaded", "CheckpointError")
+__all__ = (
+    "inspect_checkpoint",
+    "check_compatible",
+    "check_loaded",
+    "check_digest",
+    "weights_digest",
+    "CheckpointError",
+    "DIGEST_ATTR",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -113,6 +124,49 @@ def check_compatible(path: str | Path, log=None) -> dict:
     return info
 
 
+DIGEST_ATTR = "dsmoe_digest"
+IGNORE_DIGEST = "DSMOE_IGNORE_DIGEST"
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of a model's state dict (names, shapes, values; floats as float16, the dtype checkpoints store)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu()
+        t = t.to(torch.float16) if t.is_floating_point() else t
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_digest(model, name: str, key: str) -> None:
+    """Compare a loaded DS-MoE model's weights with the digest written when it was saved (none: nothing to check).
+
+    Raises:
+        CheckpointError: On a mismatch, unless ``DSMOE_IGNORE_DIGEST=1`` (then one warning and the file loads).
+    """
+    import os
+
+    stored = vars(model).get(DIGEST_ATTR)
+    if not isinstance(stored, str) or weights_digest(model) == stored:
+        return
+    message = (
+        f"{name}: the '{key}' weights do not match the integrity digest written when the file was saved: the file "
+        f"is damaged (a disk or copy error). Use another checkpoint of the run (last.pt, best.pt, epoch*.pt), or set "
+        f"{IGNORE_DIGEST}=1 to load it anyway"
+    )
+    if os.environ.get(IGNORE_DIGEST, "").strip().lower() in ("1", "true", "yes", "on"):
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(f"{message} ({IGNORE_DIGEST} is set: loading it)")
+        return
+    raise CheckpointError(message)
+
+
 def check_loaded(ckpt, path: str | Path) -> None:
     """Raise ``CheckpointError`` if a loaded DS-MoE checkpoint holds NaN/Inf tensors or class text for other classes."""
     import torch
@@ -135,6 +189,7 @@ def check_loaded(ckpt, path: str | Path) -> None:
                 f"{name} is damaged: '{key}' tensor {bad[0]}{more} holds NaN/Inf values; use another checkpoint "
                 f"(last.pt, best.pt or an epoch*.pt of the run) or train again"
             )
+        check_digest(model, name, key)
         names = getattr(model, "names", None)
         names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names or [])
         placeholder = names == [str(i) for i in range(len(names))]  # Ultralytics' names before any data was seen

@@ -118,3 +118,79 @@ def test_val_of_an_export_without_data_uses_its_training_data_when_here(exported
         f"validating on the data this model was trained on, {data}" in r.getMessage() for r in log_records.records
     )
     assert metrics.box.map50 >= 0
+
+
+def test_the_synthetic_set_log_line_names_where_it_went(monkeypatch, tmp_path, log_records):
+    """Case 6: after "the synthetic set goes to ~/.cache/dsmoe_yolo/datasets", Ultralytics said it was saved to
+    <cwd>/datasets. The line after the generator ran now names the folder it wrote."""
+    from ultralytics.utils import LOGGER
+
+    from dsmoe_yolo.data import synth
+
+    monkeypatch.setattr(synth, "generate", lambda root, **kw: tmp_path / "dsmoe-synth")
+    synth.generate_bundled(tmp_path / "dsmoe-synth")
+    LOGGER.info("Dataset download success ✅ (3.2s), saved to /somewhere/else/datasets\n")
+    LOGGER.info("Dataset download success ✅ (1.0s), saved to /another/one\n")  # one-shot: later lines untouched
+    lines = [r.getMessage() for r in log_records.records if "saved to" in r.getMessage()]
+    assert lines[0].strip() == f"dsmoe-synth: generated (3.2s), saved to {tmp_path / 'dsmoe-synth'}"
+    assert "/another/one" in lines[1]
+
+
+def test_onnx_export_of_a_dsmoe_model_prints_no_constant_folding_warnings(tmp_path):
+    import warnings
+
+    from ultralytics import YOLO
+
+    model = YOLO("dsmoe-lite-yolov8n.yaml")
+    model.set_classes(NEU, embeddings=torch.randn(6, 384))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model.export(format="onnx", imgsz=64)
+    assert not [w for w in seen if "Constant folding" in str(w.message)]
+
+
+def _flip_weight_bytes(path, n: int = 41) -> None:
+    """Flip ``n`` low mantissa bits a third of the way into the largest tensor of a checkpoint, in place (the zip's
+    CRC is not checked by torch.load, as with the damaged file of the issue)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+        start = info.header_offset + 30 + name_len + extra_len + (info.file_size // 3) // 2 * 2
+        for k in range(n):
+            f.seek(start + 2 * k)  # the low byte of a float16: the value stays finite
+            b = f.read(1)[0]
+            f.seek(start + 2 * k)
+            f.write(bytes([b ^ 0x01]))
+
+
+def test_a_bit_flipped_checkpoint_is_refused_in_one_line_naming_the_file(tmp_path, monkeypatch):
+    """Case 2: a best.pt with 41 bytes flipped loaded and predicted differently, with no warning (the NaN/Inf check
+    does not see finite corruption). The digest written at save time catches it; DSMOE_IGNORE_DIGEST=1 loads it."""
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.checkpoint import CheckpointError
+
+    model = YOLO("dsmoe-lite-yolov8n.yaml")
+    model.set_classes(NEU, embeddings=torch.randn(6, 384))
+    path = tmp_path / "best.pt"
+    model.save(str(path))
+    YOLO(str(path))  # intact: loads
+    _flip_weight_bytes(path)
+    with pytest.raises(
+        CheckpointError, match=r"best.pt: the 'model' weights do not match the integrity digest.*DSMOE_IGNORE_DIGEST=1"
+    ):
+        YOLO(str(path))
+    monkeypatch.setenv("DSMOE_IGNORE_DIGEST", "1")
+    assert YOLO(str(path)).names[0] == "crazing"
+
+
+def test_stock_models_carry_no_digest(tmp_path):
+    from ultralytics import YOLO
+
+    path = tmp_path / "stock.pt"
+    YOLO("yolov8n.yaml").save(str(path))
+    assert "dsmoe_digest" not in vars(torch.load(path, weights_only=False)["model"])

@@ -21,6 +21,7 @@ byte-identical sets. Ultralytics runs :func:`generate` from the dataset YAML's `
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -228,8 +229,34 @@ def _spec(**params) -> str:
 
 
 def generate_bundled(root: str | Path) -> Path:
-    """The set of ``datasets/dsmoe-synth.yaml`` (``BUNDLED``), from its ``download:`` step."""
-    return generate(root, **BUNDLED)
+    """The set of ``datasets/dsmoe-synth.yaml`` (``BUNDLED``), from its ``download:`` step.
+
+    Ultralytics then logs "Dataset download success ..., saved to <its datasets_dir>", which is not where the set went
+    when it was relocated to the user cache (``data/location.py``): that one line is rewritten to the true folder.
+    """
+    out = generate(root, **BUNDLED)
+    try:
+        from ultralytics.utils import LOGGER
+    except ImportError:  # pragma: no cover - generated without Ultralytics (tests, scripts)
+        return out
+    LOGGER.addFilter(_TrueDownloadLine(LOGGER, Path(out)))
+    return out
+
+
+class _TrueDownloadLine(logging.Filter):
+    """One-shot filter: Ultralytics' next "Dataset download success" line names ``root``, then the filter leaves."""
+
+    def __init__(self, logger: logging.Logger, root: Path):
+        super().__init__()
+        self.logger, self.root = logger, root
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Dataset download success" in message:
+            took = message.split("success ✅", 1)[-1].split(",", 1)[0].strip()
+            record.msg, record.args = f"dsmoe-synth: generated {took}, saved to {self.root}\n", ()
+            self.logger.removeFilter(self)
+        return True
 
 
 def set_aside_if_outdated(root: str | Path, log=None) -> Path | None:

@@ -16,6 +16,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``data.dataset.v8_transforms``              inserts the gamma transform when ``gamma_p > 0``
 ``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` in a model YAML selects the DS-MoE loss
 ``BaseModel.load``                          fine-tuning keeps the class-text provenance of transferred weights
+``DetectionModel.__getstate__``             every pickled DS-MoE model carries its weights' digest, checked at load
 ``DetectionModel.set_classes``              ``YOLO("best.pt").set_classes([...])`` for DS-MoE models only (``plugin.classes``)
 ``BaseModel.fuse``                          also puts DS-MoE layers on their inference path (``fuse_inference``, ``plugin.fuse``)
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
@@ -79,6 +80,7 @@ def register() -> None:
         hooks.install_callbacks()
         hooks.install_criterion(tasks)
         hooks.install_weight_transfer(tasks)
+        hooks.install_digest(tasks)
         classes.install_set_classes(tasks)
         fuse.install_fuse(tasks)
 

@@ -158,6 +158,26 @@ def install_criterion(tasks) -> None:
     cls.init_criterion = init_criterion
 
 
+def install_digest(tasks) -> None:
+    """``DetectionModel.__getstate__``: a pickled DS-MoE model carries the digest of its weights (``checkpoint.py``)."""
+    cls = tasks.DetectionModel
+    stock = cls.__getstate__
+    if getattr(stock, "_dsmoe_hook", None):
+        return
+
+    def __getstate__(self):
+        state = stock(self)
+        if is_dsmoe_source(self):
+            from dsmoe_yolo.checkpoint import DIGEST_ATTR, weights_digest
+
+            state = dict(state)
+            state[DIGEST_ATTR] = weights_digest(self)
+        return state
+
+    __getstate__._dsmoe_hook, __getstate__.stock = "full", stock
+    cls.__getstate__ = __getstate__
+
+
 def install_weight_transfer(tasks) -> None:
     """``BaseModel.load``: weights transferred from a DS-MoE checkpoint bring their class-text provenance along."""
     cls = tasks.BaseModel
