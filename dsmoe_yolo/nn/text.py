@@ -11,6 +11,10 @@ for DeepSeek-R1-Distill-Qwen-1.5B), which would make this one layer ~9.4 M param
     T0' = LN(W T0) + s * PE(class index)        PE: sinusoidal, s: learnable scale
     T   = LN(T0' + MHA(T0', T0', T0'))
 
+A class given by example boxes (a visual prompt, ``set_visual``) takes the prototype computed from the model's own head
+embeddings inside the boxes as its row of ``T`` (scaled to the text rows' length), or, given by text and boxes, the
+normalised sum of both; every stage downstream and the head then read it like a text row.
+
 ``index_encoding`` (default on, the paper's form) adds ``PE(class index)``. It ties each class to its row, so the
 open-vocabulary models (``PromptDetect`` head, ``cfg/models/dsmoe-ov-*.yaml``) switch it off: without it ``T`` depends
 only on the prompts (self-attention is permutation-equivariant), so prompts given in another order give the same
@@ -128,6 +132,33 @@ class ClassText(YAMLLayer):
             self.proj[0] = nn.Linear(embeddings.shape[1], self.c2).to(ref.device, ref.dtype)
         self.embeddings = embeddings.detach().to(self.embeddings.device, self.embeddings.dtype).clone()
         self.text_meta = dict(meta)
+        self.set_visual(None, None)  # visual rows belong to the class set they were made for
+
+    @property
+    def has_visual(self) -> bool:
+        """True if some classes are given by example boxes (``set_visual``)."""
+        return getattr(self, "visual_mode", None) is not None and bool((self.visual_mode > 0).any())
+
+    def set_visual(self, prototypes: torch.Tensor | None, mode: torch.Tensor | None) -> None:
+        """Class rows from example boxes (visual prompts), or none.
+
+        Args:
+            prototypes: (nc, c2) unit vectors in the head's embedding space (``dsmoe_yolo.visual_prompts``).
+            mode: (nc,) per class: 0 text only, 1 boxes only (the row is the prototype), 2 both (the normalised sum of
+                the text row and the prototype).
+        """
+        for name in ("visual", "visual_mode"):
+            if name in self._buffers:
+                del self._buffers[name]
+        if prototypes is not None:
+            if prototypes.shape != (self.nc, self.c2) or mode is None or mode.shape != (self.nc,):
+                raise ConfigError(
+                    f"visual prototypes must be ({self.nc}, {self.c2}) with a ({self.nc},) mode, "
+                    f"got {tuple(prototypes.shape)} and {None if mode is None else tuple(mode.shape)}"
+                )
+            self.register_buffer("visual", prototypes.detach().to(self.embeddings.device, torch.float32).clone())
+            self.register_buffer("visual_mode", mode.detach().to(self.embeddings.device, torch.int8).clone())
+        self.embeddings = self.embeddings.clone()  # a new tensor: fused layers recompute what they derive from T
 
     def forward(self, x=None) -> torch.Tensor:
         """Return refined class embeddings T: (nc, c2). The input is ignored.
@@ -143,4 +174,11 @@ class ClassText(YAMLLayer):
         if self.index_encoding:
             t0 = t0 + self.pos_scale * sinusoidal_encoding(len(embeddings), self.c2).to(t0.device, t0.dtype)
         attended, _ = self.attn(t0[None], t0[None], t0[None], need_weights=False)
-        return self.norm(t0 + attended[0])
+        t = self.norm(t0 + attended[0])
+        if getattr(self, "visual_mode", None) is None:
+            return t
+        scale = t.norm(dim=-1, keepdim=True)  # visual rows get the text rows' length: the stages read magnitudes
+        visual = self.visual.to(t.dtype)
+        both = torch.nn.functional.normalize(torch.nn.functional.normalize(t, dim=-1) + visual, dim=-1)
+        mode = self.visual_mode.to(torch.long)[:, None]
+        return torch.where(mode == 1, visual * scale, torch.where(mode == 2, both * scale, t))

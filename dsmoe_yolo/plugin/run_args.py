@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("install_run_args", "apply_prompts", "exported_metadata")
+__all__ = ("install_run_args", "apply_prompts", "apply_visual_prompts", "exported_metadata")
 
 
 def _given(spec) -> bool:
@@ -50,11 +50,62 @@ def apply_prompts(model, spec, mode: str) -> None:
             f"prompts= needs an open-vocabulary model (dsmoe-ov-*.yaml): this model's head is closed-set, its classes "
             f"{list(net.names.values())} are fixed by training. Leave prompts= out, or train dsmoe-ov-lite-yolov8n.yaml"
         )
+    from dsmoe_yolo.visual_prompts import split_prompts
+
+    if split_prompts(spec)[1]:  # example boxes: prototypes are recomputed
+        set_classes(model, spec)
+        return
     names, table, _ = class_prompts(spec)
     meta = class_texts(net)[0].text_meta
     if meta.get("names") == names and (table is None or meta.get("prompts") == table):
         return
     set_classes(model, spec)
+
+
+def apply_visual_prompts(model, prompts: dict, refer_image=None, source=None) -> None:
+    """``predict(visual_prompts=dict(bboxes=..., cls=...), refer_image=...)`` in YOLOE's shape.
+
+    ``bboxes`` (N, 4) xyxy pixels of ``refer_image`` (default: the source, one image) and ``cls`` (N,) class indices,
+    or lists of both, one per reference image. The model then detects exactly those classes, named by ``names`` in
+    the prompts, else the model's current name of that index, else ``object<i>`` (as YOLOE).
+
+    Raises:
+        ConfigError: Malformed prompts, or no reference image.
+    """
+    import numpy as np
+
+    if not isinstance(prompts, dict) or "bboxes" not in prompts or "cls" not in prompts:
+        raise ConfigError("visual_prompts must be dict(bboxes=[[x1, y1, x2, y2], ...], cls=[0, ...])")
+    images = refer_image if refer_image is not None else source
+    if images is None:
+        raise ConfigError(
+            "visual_prompts need refer_image= (the image the boxes are drawn on) or a single source image"
+        )
+    many = isinstance(images, (list, tuple))
+    images = list(images) if many else [images]
+    bboxes = prompts["bboxes"] if many else [prompts["bboxes"]]
+    classes = prompts["cls"] if many else [prompts["cls"]]
+    if len(bboxes) != len(images) or len(classes) != len(images):
+        raise ConfigError(f"visual_prompts: {len(images)} reference images need as many bboxes and cls lists")
+    current = list(getattr(model, "names", {}).values()) if isinstance(getattr(model, "names", None), dict) else []
+    given = list(prompts.get("names") or [])
+    entries: dict[int, list] = {}
+    for image, boxes, cls in zip(images, bboxes, classes):
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        cls = np.asarray(cls).reshape(-1).astype(int)
+        if len(cls) != len(boxes):
+            raise ConfigError(f"visual_prompts: {len(boxes)} boxes but {len(cls)} class indices on one image")
+        for c in sorted(set(cls.tolist())):
+            entries.setdefault(c, []).append({"image": image, "boxes": boxes[cls == c]})
+    if any(c < 0 for c in entries):
+        raise ConfigError("visual_prompts: class indices must be >= 0")
+
+    def name(c: int) -> str:
+        return given[c] if c < len(given) else current[c] if c < len(current) else f"object{c}"
+
+    from dsmoe_yolo.text.binding import set_classes
+
+    set_classes(model, {name(c): entries[c] for c in sorted(entries)})
 
 
 def _data_names(data) -> tuple[list[str], dict] | None:
@@ -165,6 +216,10 @@ def install_run_args(module) -> None:
 
         def make(stock, mode):
             def run(self, *args, **kwargs):
+                if mode == "predict" and kwargs.get("visual_prompts") is not None:
+                    source = kwargs.get("source", args[0] if args else None)
+                    apply_visual_prompts(self, kwargs.pop("visual_prompts"), kwargs.pop("refer_image", None), source)
+                kwargs.pop("refer_image", None)
                 spec = kwargs.get("prompts")
                 if mode == "val" and isinstance(getattr(self, "model", None), str):
                     _exported_val_data(self, kwargs)

@@ -163,6 +163,8 @@ def set_classes(
     embeddings: torch.Tensor | None = None,
     encoder: str | None = None,
     prompts: dict | str | None = None,
+    visual: dict | None = None,
+    imgsz: int = 640,
 ) -> None:
     """Change a DS-MoE model's classes: names, class text, and the detection head's class count.
 
@@ -178,6 +180,10 @@ def set_classes(
         embeddings: (len(names), D) embeddings; default: embed the descriptions (class-name templates if none).
         encoder: Text encoder; default the one the model's class text was embedded with (``auto`` if unbound).
         prompts: Descriptions per class of a name list (mapping or prompt file).
+        visual: ``{name: {"image": ..., "boxes": [[x1, y1, x2, y2], ...]}}`` example boxes (``visual_prompts``;
+            open-vocabulary models only). They can also stand in ``names`` as a mapping's values, or under ``visual:``
+            in a prompt file. A class with both text and boxes uses both.
+        imgsz: Letterbox size of the example images of visual prompts.
 
     Raises:
         ConfigError: For bad prompts (``class_prompts``), an encoder that is not on this machine, or embeddings of
@@ -186,11 +192,14 @@ def set_classes(
     from ultralytics.nn.modules import Detect
 
     from dsmoe_yolo.text.embed import embed_classes, template_prompts
-    from dsmoe_yolo.text.prompts import class_prompts
 
     is_net = isinstance(getattr(model, "model", None), nn.Sequential)  # a DetectionModel, not a YOLO wrapper
     wrapper, net = (None, model) if is_net else (model, model.model)
-    names, table, source = class_prompts(names, prompts)
+    names, table, source, visual, only_visual = _text_and_visual(names, prompts, visual)
+    if visual and not is_open_vocabulary(net):
+        raise ConfigError(
+            "visual prompts need an open-vocabulary model (dsmoe-ov-*.yaml): this model's head is closed-set"
+        )
     texts = class_texts(net)
     if not texts:
         raise ConfigError("set_classes needs a DS-MoE model with a ClassText layer")
@@ -228,15 +237,81 @@ def set_classes(
                 f"classifier; the open-vocabulary models, dsmoe-ov-*.yaml, detect new classes from their prompts)"
             )
         _resize_head(head, old, names)
+    prototypes = None
+    if visual:  # checked before anything changes: unreadable images and empty boxes fail here
+        from dsmoe_yolo.visual_prompts import class_prototypes
+
+        saved = [(t.embeddings, dict(t.text_meta)) for t in texts]
+        bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
+        head.nc, head.no = len(names), len(names) + head.reg_max * 4
+        try:
+            prototypes = class_prototypes(net, visual, imgsz)
+        except ConfigError:
+            for t, (emb, m) in zip(texts, saved):
+                t.bind(emb, m)
+            head.nc, head.no = len(emb), len(emb) + head.reg_max * 4
+            raise
     bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
     if open_vocabulary:
         head.nc, head.no = len(names), len(names) + head.reg_max * 4
+    if prototypes:
+        rows = torch.zeros(len(names), texts[0].c2)
+        mode = torch.zeros(len(names), dtype=torch.int8)
+        for i, n in enumerate(names):
+            if n in prototypes:
+                rows[i], mode[i] = prototypes[n], 1 if n in only_visual else 2
+        for t in texts:
+            t.set_visual(rows, mode)
+            t.text_meta["visual"] = {n: _visual_summary(v) for n, v in visual.items()}
     net.yaml["nc"] = len(names)
     net.names = dict(enumerate(names))
     net.criterion = None  # rebuilt lazily with the new class count
     bind_hierarchy(net, str(source) if source else None, names)
     if wrapper is not None:
         wrapper.predictor = None
+
+
+def _text_and_visual(spec, prompts, visual):
+    """Names, text table and source (``class_prompts``) plus the visual entries and the classes given only by boxes.
+
+    Classes given only by boxes get class-name template text (it joins the class text's self-attention; their rows
+    are replaced by their prototypes).
+    """
+    from dsmoe_yolo.text.embed import template_prompts
+    from dsmoe_yolo.text.prompts import class_prompts
+    from dsmoe_yolo.visual_prompts import parse_visual, split_prompts
+
+    text_spec, found = split_prompts(spec)
+    found.update(parse_visual(visual))
+    if not found:
+        names, table, source = class_prompts(spec, prompts)
+        return names, table, source, {}, set()
+    source = None
+    if isinstance(text_spec, dict):
+        entries = dict(text_spec)
+    elif text_spec in (None, "", []):
+        entries = {}
+    else:
+        listed, table, source = class_prompts(text_spec, prompts)  # a listed name is text, if only its template
+        entries = {n: (table[n] if table else template_prompts([n])[n]) for n in listed}
+    for n in found:
+        entries.setdefault(n, None)
+    only_visual = {n for n, v in entries.items() if v is None and n in found}
+    filled = {n: (template_prompts([n])[n] if v is None else v) for n, v in entries.items()}
+    names, table, _ = class_prompts(filled)
+    return names, table, source, found, only_visual
+
+
+def _visual_summary(entries: list[dict]) -> list[dict]:
+    """What a checkpoint records of a class's example boxes (image paths; arrays as their shape)."""
+    import numpy as np
+
+    out = []
+    for e in entries:
+        image = e["image"]
+        image = f"array{tuple(image.shape)}" if isinstance(image, np.ndarray) else str(image)
+        out.append({"image": image, "boxes": np.asarray(e["boxes"], dtype=float).reshape(-1, 4).tolist()})
+    return out
 
 
 def checkpoint_encoder(text) -> str:

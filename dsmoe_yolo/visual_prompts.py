@@ -1,0 +1,243 @@
+"""Visual prompts: a class given by a few example boxes on example images instead of (or beside) words.
+
+The prototype of a class is computed from the model's own features, in the space its classifier compares: for each
+example image (letterboxed as ``predict`` does) the open-vocabulary head's per-anchor class embeddings
+``norm_l(cv3_l(P_l))`` (``PromptDetect``) are read at every anchor whose centre lies inside a box, on every level,
+averaged per box and L2-normalised; a class's prototype is the normalised mean over its boxes. ``ClassText.set_visual``
+then makes it that class's row of the class text ``T``, which every DS-MoE stage and the head read, so a visual class
+is scored exactly like a text class (and saved, and baked into exports, the same way).
+
+Forms (``set_classes``, ``prompts=`` files, ``predict(visual_prompts=...)``)::
+
+    {"spur": {"image": "pcb_01.jpg", "boxes": [[x1, y1, x2, y2], ...]}}               # pixels of that image, xyxy
+    {"spur": [{"image": "a.jpg", "boxes": [[...]]}, {"image": "b.jpg", "boxes": [[...]]}]}
+    # prompt file: `visual:` beside (or instead of) `prompts:`, image paths relative to the file
+    visual:
+      spur: [{image: pcb_01.jpg, boxes: [[10, 20, 42, 61]]}]
+
+A class given both as text and as boxes uses both: its row is the normalised sum of its text row and its prototype.
+A class given only by boxes is also embedded from a class-name template, which only takes part in the class text's
+self-attention (its own row is replaced). The prototype is an untrained pooled mean (no projection is learnt for it);
+subtracting the image's mean embedding first (a "contrast" prototype) was tried and scored lower (README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dsmoe_yolo.errors import ConfigError
+
+__all__ = ("is_visual", "split_prompts", "parse_visual", "class_prototypes", "MAX_EXAMPLE_IMAGES")
+
+MAX_EXAMPLE_IMAGES = 256  # example images per call: each is one forward pass, run one at a time
+
+
+def is_visual(value) -> bool:
+    """True for a visual prompt entry: ``{"image", "boxes"}`` or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    return bool(items) and all(isinstance(v, dict) and "boxes" in v for v in items)
+
+
+def split_prompts(spec, base: Path | None = None) -> tuple[object, dict]:
+    """Split a prompt spec into its text part (what ``class_prompts`` takes) and its visual entries.
+
+    A prompt file's ``visual:`` section is read here (paths relative to the file); text classes come first, in file
+    order, then the classes given only by boxes. Returns ``(text spec or the spec unchanged, {name: [entries]})``.
+    """
+    from dsmoe_yolo.assets import CFG_DIR
+
+    if isinstance(spec, (str, Path)) and str(spec).endswith((".yaml", ".yml")):
+        path = next((p for p in (Path(spec).expanduser(), CFG_DIR / "prompts" / str(spec)) if p.is_file()), None)
+        if path is None:
+            return spec, {}  # class_prompts reports the missing file
+        import yaml
+
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"prompt file '{path}' is not valid YAML: {e}") from None
+        visual = doc.get("visual") if isinstance(doc, dict) else None
+        if not visual:
+            return spec, {}
+        if not isinstance(visual, dict):
+            raise ConfigError(f"prompt file '{path}': 'visual:' must map class names to example images and boxes")
+        text = dict((doc.get("prompts") or {}).items())
+        return text, {str(k): _entries(str(k), v, path.parent) for k, v in visual.items()}
+    if isinstance(spec, dict):
+        text = {k: v for k, v in spec.items() if not is_visual(v)}
+        visual = {str(k): _entries(str(k), v, base) for k, v in spec.items() if is_visual(v)}
+        return {**text, **{k: None for k in visual if k not in text}}, visual
+    return spec, {}
+
+
+def _entries(name: str, value, base: Path | None) -> list[dict]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or "boxes" not in item or "image" not in item:
+            raise ConfigError(f"visual prompt of '{name}' needs entries {{image: ..., boxes: [[x1, y1, x2, y2], ...]}}")
+        image = item["image"]
+        if isinstance(image, (str, Path)) and base is not None and not Path(image).is_absolute():
+            image = base / image
+        out.append({"image": image, "boxes": item["boxes"]})
+    return out
+
+
+def parse_visual(visual: dict) -> dict[str, list[dict]]:
+    """Check a ``{name: entries}`` mapping (``set_classes(visual=...)``)."""
+    return {str(k): _entries(str(k), v, None) for k, v in (visual or {}).items()}
+
+
+def _read(image, name: str) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ConfigError(f"visual prompt of '{name}': an example image array must be (H, W, 3) BGR")
+        return image
+    import cv2
+
+    im = cv2.imread(str(image)) if Path(str(image)).is_file() else None
+    if im is None:
+        raise ConfigError(
+            f"visual prompt of '{name}': example image '{image}' cannot be read (missing or not an image)"
+        )
+    return im
+
+
+def _boxes(boxes, w: int, h: int, name: str, image, log) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) if len(np.asarray(boxes).reshape(-1)) else None
+    if b is None or not np.isfinite(b).all():
+        raise ConfigError(
+            f"visual prompt of '{name}' on '{image}': give finite boxes as [[x1, y1, x2, y2], ...] pixels"
+        )
+    clipped = b.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, w)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, h)
+    if not np.array_equal(clipped, b):
+        log(f"visual prompt of '{name}': boxes outside the {w}x{h} image '{image}' were clipped to it")
+    empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    if empty.any():
+        raise ConfigError(
+            f"visual prompt of '{name}' on '{image}': box {b[empty][0].tolist()} has no area inside the image "
+            f"(x2 > x1 and y2 > y1, in pixels of that image)"
+        )
+    return clipped
+
+
+def _letterbox(im: np.ndarray, size: int) -> tuple[torch.Tensor, float, tuple[float, float]]:
+    """As ``predict``: resize keeping the aspect ratio, pad to ``size`` x ``size`` (grey), BGR -> RGB, [0, 1]."""
+    import cv2
+
+    h, w = im.shape[:2]
+    r = min(size / h, size / w)
+    nw, nh = round(w * r), round(h * r)
+    dw, dh = (size - nw) / 2, (size - nh) / 2
+    top, left = round(dh - 0.1), round(dw - 0.1)
+    canvas = np.full((size, size, 3), 114, dtype=np.uint8)
+    canvas[top : top + nh, left : left + nw] = cv2.resize(im, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
+    return x, r, (left, top)
+
+
+@torch.no_grad()
+def class_prototypes(net, visual: dict[str, list[dict]], imgsz: int = 640, log=None) -> dict[str, torch.Tensor]:
+    """Prototype (c_text,) unit vector per class from its example boxes (module docstring).
+
+    Args:
+        net: An open-vocabulary ``DetectionModel`` (``PromptDetect`` head).
+        visual: ``{name: [{"image": path or (H, W, 3) BGR array, "boxes": [[x1, y1, x2, y2], ...]}]}``.
+        imgsz: Letterbox size of the example images (a multiple of 32).
+
+    Raises:
+        ConfigError: Unreadable image, a box with no area inside its image, too many example images.
+    """
+    from dsmoe_yolo.nn.prompt_head import PromptDetect
+
+    if log is None:
+        from ultralytics.utils import LOGGER
+
+        log = LOGGER.warning
+    head = net.model[-1]
+    if not isinstance(head, PromptDetect):
+        raise ConfigError(
+            "visual prompts need an open-vocabulary model (dsmoe-ov-*.yaml): this model's head is closed-set"
+        )
+    n_images = sum(len(v) for v in visual.values())
+    if n_images > MAX_EXAMPLE_IMAGES:
+        raise ConfigError(
+            f"{n_images} example images in one call (at most {MAX_EXAMPLE_IMAGES}); a few boxes per class are enough, "
+            f"pick fewer examples"
+        )
+    imgsz = max(32, int(imgsz) // 32 * 32)
+    feats: dict[int, torch.Tensor] = {}
+    hooks = [branch.register_forward_hook(_keep(feats, i)) for i, branch in enumerate(head.cv3)]
+    device = next(net.parameters()).device
+    dtype = next(net.parameters()).dtype
+    was_training = net.training
+    net.eval()
+    out = {}
+    try:
+        for name, entries in visual.items():
+            vectors = []
+            for entry in entries:
+                im = _read(entry["image"], name)
+                h, w = im.shape[:2]
+                boxes = _boxes(
+                    entry["boxes"],
+                    w,
+                    h,
+                    name,
+                    entry["image"] if not isinstance(entry["image"], np.ndarray) else "array",
+                    log,
+                )
+                x, r, (left, top) = _letterbox(im, imgsz)
+                net(x.to(device, dtype))
+                levels = [_embedding(head, i, feats[i]) for i in range(head.nl)]
+                for box in boxes * r + np.array([left, top, left, top], dtype=np.float32):
+                    vectors.append(F.normalize(_pool(levels, box, imgsz), dim=0))
+            out[name] = F.normalize(torch.stack(vectors).mean(0), dim=0).float().cpu()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train(was_training)
+    return out
+
+
+def _keep(store: dict, i: int):
+    def hook(module, inputs, output):
+        store[i] = output
+
+    return hook
+
+
+def _embedding(head, i: int, e: torch.Tensor) -> torch.Tensor:
+    """The per-anchor embedding the contrastive head compares with the class text: BN'd (BNContrastiveHead) or
+    L2-normalised (ContrastiveHead); (c_text, H, W)."""
+    contrast = head.cv4[i]
+    e = contrast.norm(e) if hasattr(contrast, "norm") else F.normalize(e, dim=1)
+    return e[0].float()
+
+
+def _pool(levels: list[torch.Tensor], box: np.ndarray, imgsz: int) -> torch.Tensor:
+    """Mean embedding over the anchors (every level) whose centres lie in ``box`` (letterboxed pixels); the anchor
+    under the box centre on the finest level if none does."""
+    x1, y1, x2, y2 = box.tolist()
+    picked = []
+    for e in levels:
+        _, gh, gw = e.shape
+        s = imgsz / gh
+        cx = (torch.arange(gw, dtype=torch.float32) + 0.5) * s
+        cy = (torch.arange(gh, dtype=torch.float32) + 0.5) * s
+        inside = ((cy >= y1) & (cy <= y2))[:, None] & ((cx >= x1) & (cx <= x2))[None, :]
+        if inside.any():
+            picked.append(e[:, inside.to(e.device)].T)
+    if not picked:
+        e = levels[0]
+        s = imgsz / e.shape[1]
+        j = min(int((y1 + y2) / 2 / s), e.shape[1] - 1)
+        i = min(int((x1 + x2) / 2 / s), e.shape[2] - 1)
+        picked.append(e[:, j, i][None])
+    return torch.cat(picked).mean(0)
