@@ -207,10 +207,14 @@ def install_trainer(module) -> None:
 
     def set_model_attributes(self):
         stock(self)
+        from ultralytics.utils import LOCAL_RANK
+        from ultralytics.utils.torch_utils import torch_distributed_zero_first
+
         from dsmoe_yolo.augment import install_input_gamma
         from dsmoe_yolo.text.binding import bind_for_training
 
-        bind_for_training(self)
+        with torch_distributed_zero_first(LOCAL_RANK):  # DDP: rank 0 embeds and fills the cache, the others read it
+            bind_for_training(self)
         install_input_gamma(
             self.model, self.args
         )  # gamma_mode=preprocess: the paper's fixed gamma travels with the model
