@@ -112,7 +112,6 @@ def load_union(spec, check=None) -> dict:
             )
     first = infos[members["train"][0]]
     return {
-        "prompts": _joined_prompts(infos, names),
         "train": [u["images"] for u in union if u["split"] == "train"],
         "val": [u["images"] for u in union if u["split"] == "val"],
         "names": dict(enumerate(names)),
@@ -122,22 +121,6 @@ def load_union(spec, check=None) -> dict:
         "yaml_file": members["yaml_file"],
         "union": union,
     }
-
-
-def _joined_prompts(infos: dict, names: list[str]) -> dict[str, list[str]]:
-    """Each union class's descriptions from the first member that has it, found as for that dataset alone (its
-    ``prompts:`` key, else the bundled files that know its names, else templates)."""
-    from ultralytics.utils import LOGGER
-
-    from dsmoe_yolo.text.embed import resolve_prompts
-
-    keys = {normalise_name(n): n for n in names}
-    table = {}
-    for info in infos.values():
-        local, _ = resolve_prompts(info, info["local_names"], LOGGER.info)
-        for n, texts in local.items():
-            table.setdefault(keys[normalise_name(n)], texts)
-    return {n: table[n] for n in names}
 
 
 class LabelSpaces:

@@ -51,3 +51,20 @@ for seed in 0 1; do
     python "$ROOT/examples/prompt_swap.py" model="$OUT/neu-det-ov/dsmoe-ov-lite-yolov8n-seed$seed/weights/best.pt" \
         data="$NEU" imgsz=224 batch=16 out="$OUT/neu-det-ov/prompt-swap-seed$seed.md"
 done
+
+# 6. Defect pretraining with NEU-DET held out (issue "Evidence where prompts should matter", step 1): the open-vocabulary
+#    lite-n and YOLOv8n, same recipe, on the union of DeepPCB, KolektorSDD and CrackForest (8 classes joined by name;
+#    each image's loss masked to its own dataset's classes). KolektorSDD and CrackForest are non-commercial research
+#    data: these checkpoints are for this campaign, never shipped. Resumable: the same lines resume from last.pt.
+printf 'yolo_data:\n  - %s\n  - %s\n  - %s\n' "$PCB" "$DATA/kolektorsdd/data.yaml" "$DATA/crackforest/data.yaml" \
+    > "$OUT/union-no-neu.yaml"
+for model in dsmoe-ov-lite-yolov8n yolov8n; do
+    run="$OUT/pretrain-no-neu/$model"
+    if [ -f "$run/weights/last.pt" ] && [ ! -f "$run/weights/best.pt" ]; then
+        yolo train resume model="$run/weights/last.pt"
+    elif [ ! -f "$run/weights/best.pt" ]; then
+        yolo train model="$model.yaml" data="$OUT/union-no-neu.yaml" epochs=40 imgsz=320 batch=16 seed=0 \
+            deterministic=True project="$OUT/pretrain-no-neu" name="$model" exist_ok=True &
+    fi
+done
+wait

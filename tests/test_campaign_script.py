@@ -1,4 +1,4 @@
-"""examples/cpu_campaign.sh (the README's Results commands): run with stand-ins for `dsmoe` and `python` that only record
+"""examples/cpu_campaign.sh (the commands of docs/results.md): run with stand-ins for `dsmoe` and `python` that only record
 their arguments, then check every recorded `dsmoe benchmark` line against the real CLI parser and argument checks."""
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ def calls(tmp_path):
         pytest.skip("bash is not installed")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("dsmoe", "python"):
+    for name in ("dsmoe", "python", "yolo"):
         (bin_dir / name).write_text(RECORDER)
         (bin_dir / name).chmod(0o755)
     data = tmp_path / "data"
-    for name in ("neu-det", "deeppcb"):
+    for name in ("neu-det", "deeppcb", "kolektorsdd", "crackforest"):
         (data / name).mkdir(parents=True)
     log = tmp_path / "calls.txt"
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(log))
@@ -88,3 +88,16 @@ def test_each_open_vocabulary_neu_det_checkpoint_is_validated_under_other_texts(
         f"model={out}/neu-det-ov/dsmoe-ov-lite-yolov8n-seed{seed}/weights/best.pt" for seed in (0, 1)
     ]
     assert all(f"data={data}/neu-det/data.yaml" in s and "imgsz=224" in s for s in swaps)
+
+
+def test_defect_pretraining_holds_neu_det_out_and_trains_both_models_alike(calls):
+    data, out, lines = calls
+    union = (out / "union-no-neu.yaml").read_text()
+    assert "neu-det" not in union
+    assert all(f"{data}/{d}/data.yaml" in union for d in ("deeppcb", "kolektorsdd", "crackforest"))
+    trains = [line.split()[2:] for line in lines if line.startswith("yolo train ")]
+    assert [t[0] for t in trains] == ["model=dsmoe-ov-lite-yolov8n.yaml", "model=yolov8n.yaml"]
+    assert trains[0][1:] == [
+        a.replace("yolov8n", "dsmoe-ov-lite-yolov8n") if a.startswith("name=") else a for a in trains[1][1:]
+    ]
+    assert f"data={out}/union-no-neu.yaml" in trains[0]

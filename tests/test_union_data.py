@@ -36,7 +36,11 @@ def test_a_data_yaml_listing_datasets_joins_their_classes_by_name(two_datasets, 
     assert names[6:] == ["open", "short", "mousebite", "copper", "pin-hole"] and data["nc"] == 11
     members = {(m["split"], m["name"]): m["to_union"] for m in data["union"]}
     assert members[("train", "pcb-renamed")] == [6, 7, 8, 5, 9, 10]  # 'Scratches' is NEU-DET's 'scratches'
-    assert set(data["prompts"]) == set(names)  # descriptions for every union class, found per dataset
+    from dsmoe_yolo.text.embed import resolve_prompts
+
+    table, source = resolve_prompts(data, names, log=lambda s: None)
+    assert set(table) == set(names) and source == "the datasets' own prompts"  # found per dataset, by class name
+    assert table["scratches"] == resolve_prompts({"names": {}}, ["scratches"], lambda s: None)[0]["scratches"]
 
 
 def test_the_python_dict_form_takes_separate_val_datasets(two_datasets):

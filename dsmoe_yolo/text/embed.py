@@ -160,8 +160,10 @@ def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[s
 
     yaml_file = Path(str(data.get("yaml_file", "")))
     spec = data.get("prompts")
-    if isinstance(spec, dict):  # a multi-dataset union: each member's descriptions, joined (multi_dataset.py)
-        return dict(zip(names, prompts_for(names, spec, source="the datasets' prompts"))), "the datasets' prompts"
+    if isinstance(spec, dict):  # descriptions given in the data dict itself
+        return dict(zip(names, prompts_for(names, spec, source="the data's prompts"))), "the data's prompts"
+    if data.get("union") and not spec:  # several datasets (multi_dataset.py): each member's own descriptions, joined
+        return _joined_prompts(data["union"], names, log), "the datasets' own prompts"
     if spec:
         candidates = [Path(spec).expanduser(), yaml_file.parent / spec, CFG_DIR / "prompts" / str(spec)]
         for c in candidates:
@@ -173,3 +175,21 @@ def resolve_prompts(data: dict, names: list[str], log) -> tuple[dict[str, list[s
             f"data YAML '{yaml_file.name}' names prompts '{spec}', which was not found (looked in {', '.join(str(c.parent) for c in candidates)})"
         )
     return match_bundled_prompts(names, CFG_DIR / "prompts", yaml_file.name, template_prompts, log)
+
+
+def _joined_prompts(members: list[dict], names: list[str], log) -> dict[str, list[str]]:
+    """Each union class's descriptions from the first member that has it, found as for that dataset alone (its
+    ``prompts:`` key, else the bundled files that know its names, else templates)."""
+    from dsmoe_yolo.text.prompts import normalise_name
+
+    keys = {normalise_name(n): n for n in names}
+    table, seen = {}, set()
+    for member in members:
+        info = member["data"]
+        if id(info) in seen:
+            continue
+        seen.add(id(info))
+        local, _ = resolve_prompts(info, info["local_names"], log)
+        for n, texts in local.items():
+            table.setdefault(keys[normalise_name(n)], texts)
+    return {n: table[n] for n in names}
