@@ -1,7 +1,8 @@
 """Registration of the DS-MoE plugin with Ultralytics: one idempotent ``register()``.
 
 Every hook is listed here with the Ultralytics internal it relies on (``internals.REQUIRED`` names them all and a
-test fails if one is gone). Each hook leaves stock models exactly as they were:
+test fails if one is gone). Each hook leaves stock models exactly as they were, but for the multi-dataset ones, which act
+only on a ``data=`` that lists several datasets (for any model):
 
 ==========================================  ==========================================================================
 hook                                        what it adds
@@ -23,7 +24,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``trainer.save_model/strip_optimizer``      stock models' checkpoints carry no plugin train args (``plugin.runs``)
 ``Model.train``                             ``resume`` of a finished DS-MoE checkpoint: one line, nothing started
 ``Model.predict/val/export``                ``prompts=`` (open-vocabulary classes from words), val data checks (``plugin.run_args``)
-``check_det_dataset``, ``build_yolo_dataset``   several datasets in one ``data=``, label spaces joined (``plugin.union``)
+dataset check and builder (train, val)      several datasets in one ``data=``, label spaces joined (``plugin.union``)
 ``DetectionValidator`` metrics              per-dataset mAP of a multi-dataset validation (``plugin.union``)
 ``Exporter.__call__``                       ONNX opset 19 for DeformConv; ``format=engine`` without GPU/TensorRT: one line
 default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics
