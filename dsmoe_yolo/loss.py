@@ -50,8 +50,8 @@ alignment terms are the same in both, so rows E -> F differ only in the classifi
 QFocal's alpha and |y - sigmoid(x)|^gamma factors make it about 11x smaller (train cls_loss after 30 epochs of
 DS-MoE-n on deeppcb-mini at the same gain: 0.22 with QFocal, 2.55 with BCE), which starves classification. The default
 16 gives an effective gain of 8 with the stock ``cls=0.5``: in 30-epoch DS-MoE-n runs (320 px, seed 0) mAP50-95 went
-0.033 -> 0.051 on deeppcb-mini and 0.032 -> 0.058 on neu-det-mini (README). On full NEU-DET (lite-n, 60 epochs, seed
-0; README "Ablations") 8 / 16 / 32 gave mAP50-95 0.326 / 0.335 / 0.302: 16 stays. ``cls_scale: 1`` restores the bare
+0.033 -> 0.051 on deeppcb-mini and 0.032 -> 0.058 on neu-det-mini (docs/results.md). On full NEU-DET (lite-n, 60 epochs, seed
+0; docs/results.md "Ablations") 8 / 16 / 32 gave mAP50-95 0.326 / 0.335 / 0.302: 16 stays. ``cls_scale: 1`` restores the bare
 ``cls`` gain.
 """
 

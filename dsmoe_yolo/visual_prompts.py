@@ -18,7 +18,7 @@ Forms (``set_classes``, ``prompts=`` files, ``predict(visual_prompts=...)``)::
 A class given both as text and as boxes uses both: its row is the normalised sum of its text row and its prototype.
 A class given only by boxes is also embedded from a class-name template, which only takes part in the class text's
 self-attention (its own row is replaced). The prototype is an untrained pooled mean (no projection is learnt for it);
-subtracting the image's mean embedding first (a "contrast" prototype) was tried and scored lower (README).
+subtracting the image's mean embedding first (a "contrast" prototype) was tried and scored lower (docs/prompts.md).
 """
 
 from __future__ import annotations

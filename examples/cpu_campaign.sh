@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU evidence campaign behind the README's "Results" (issue 14), as the commands that produce it. Every step is
+# The CPU evidence campaign behind docs/results.md (issues 14, 30, 32), as the commands that produce it. Every step is
 # resumable: run the script again and each `dsmoe benchmark` skips finished runs and resumes interrupted ones.
 #
 #   bash examples/cpu_campaign.sh /path/to/shared/data campaign      # data root (neu-det/, deeppcb/), output folder

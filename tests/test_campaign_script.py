@@ -95,7 +95,7 @@ def test_defect_pretraining_holds_neu_det_out_and_trains_both_models_alike(calls
     union = (out / "union-no-neu.yaml").read_text()
     assert "neu-det" not in union
     assert all(f"{data}/{d}/data.yaml" in union for d in ("deeppcb", "kolektorsdd", "crackforest"))
-    trains = [line.split()[2:] for line in lines if line.startswith("yolo train ")]
+    trains = sorted((line.split()[2:] for line in lines if line.startswith("yolo train ")), key=lambda t: t[0])
     assert [t[0] for t in trains] == ["model=dsmoe-ov-lite-yolov8n.yaml", "model=yolov8n.yaml"]
     assert trains[0][1:] == [
         a.replace("yolov8n", "dsmoe-ov-lite-yolov8n") if a.startswith("name=") else a for a in trains[1][1:]
