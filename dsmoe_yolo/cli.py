@@ -5,6 +5,7 @@
     dsmoe benchmark data=neu-det.yaml [models=dsmoe-yolov8n.yaml,yolov8n.yaml epochs=10 imgsz=640 seeds=0,1 jobs=2 ...]
     dsmoe bench-moe [batch=8 imgsz=640 runs=10 threads=2 models=n,s]
     dsmoe bench-models [scales=n,s runs=10 threads=1 onnx=True models=a.yaml,b.yaml nc=6]
+    dsmoe app model=best.pt [port=8501 host=127.0.0.1]
 
 `dsmoe COMMAND --help` describes one command.
 
@@ -49,6 +50,7 @@ COMMANDS = {
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
     "bench-models": ("scales", "runs", "threads", "onnx", "models", "nc"),
+    "app": ("model", "port", "host"),
 }
 HELP_MODULES = {  # module whose docstring documents the command
     "prompts": "dsmoe_yolo.text.prompts",
@@ -56,6 +58,7 @@ HELP_MODULES = {  # module whose docstring documents the command
     "benchmark": "dsmoe_yolo.benchmark",
     "bench-moe": "dsmoe_yolo.bench_moe",
     "bench-models": "dsmoe_yolo.bench_models",
+    "app": "dsmoe_yolo.app",
 }
 
 
@@ -174,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             from dsmoe_yolo.bench_models import run as bench_models
 
             bench_models(**args)
+        elif command == "app":
+            from dsmoe_yolo.app import serve
+
+            serve(**{k: str(v) for k, v in args.items() if v is not None})
     except ConfigError as e:
         print(f"dsmoe {command}: {e}", file=sys.stderr)
         return 2

@@ -264,3 +264,18 @@ def test_ov_yamls_are_the_closed_set_ones_but_for_the_text_code_and_the_head(clo
     assert changed == [text, len(rows_a) - 1] and len(rows_a) == len(rows_b)
     assert rows_b[text][3] == [*rows_a[text][3], {"index_encoding": False}]
     assert rows_b[-1] == [[*rows_a[-1][0], text], 1, "PromptDetect", ["nc"]]
+
+
+def test_set_classes_after_a_predict_reaches_the_next_predict(ov_model):
+    """``YOLO.set_classes`` went to the DetectionModel only, so the wrapper's cached predictor kept the old names."""
+    image = np.zeros((IMG, IMG, 3), np.uint8)
+    ov_model.set_classes(["open", "short", "spur"])
+    ov_model.predict(image, imgsz=IMG, verbose=False)
+    ov_model.set_classes(["crack", "hole"])
+    assert ov_model.predict(image, imgsz=IMG, verbose=False)[0].names == {0: "crack", 1: "hole"}
+
+
+def test_stock_yolo_still_has_no_set_classes():
+    from ultralytics import YOLO
+
+    assert not hasattr(YOLO("yolov8n.yaml"), "set_classes")

@@ -18,7 +18,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` in a model YAML selects the DS-MoE loss
 ``BaseModel.load``                          fine-tuning keeps the class-text provenance of transferred weights
 ``DetectionModel.__getstate__``             every pickled DS-MoE model carries its weights' digest, checked at load
-``DetectionModel.set_classes``              ``YOLO("best.pt").set_classes([...])`` for DS-MoE models only (``plugin.classes``)
+``DetectionModel/Model.set_classes``        ``YOLO("best.pt").set_classes([...])`` for DS-MoE models only (``plugin.classes``)
 ``BaseModel.fuse``                          also puts DS-MoE layers on their inference path (``fuse_inference``, ``plugin.fuse``)
 ``DetectionTrainer.set_model_attributes``   binds class-text embeddings from the data's names before training
 ``trainer.save_model/strip_optimizer``      stock models' checkpoints carry no plugin train args (``plugin.runs``)
@@ -91,6 +91,7 @@ def register() -> None:
                 mod.yaml_model_load = tasks.yaml_model_load
             runs.install_resume_guard(mod)
             run_args.install_run_args(mod)
+            classes.install_wrapper_set_classes(mod)
 
         def data_utils(mod):
             internals.check_module(mod)

@@ -27,3 +27,24 @@ def install_set_classes(tasks) -> None:
         return functools.partial(set_classes, self)
 
     cls.set_classes = property(set_classes, doc="DS-MoE models: change classes and class text (dsmoe_yolo.set_classes)")
+
+
+def install_wrapper_set_classes(module) -> None:
+    """Add the same DS-MoE-only ``set_classes`` to ``ultralytics.engine.model.Model`` (the ``YOLO`` wrapper), bound to
+    the wrapper, so that its cached predictor is dropped and the next ``predict`` sees the new classes (through the
+    ``DetectionModel`` attribute alone, the predictor kept the old names). Subclasses with their own ``set_classes``
+    (``YOLOWorld``, ``YOLOE``) keep theirs; for stock models the lookup falls through to ``DetectionModel`` and fails
+    as before."""
+    cls = module.Model
+    if "set_classes" in vars(cls):
+        return
+
+    def set_classes(self):
+        from dsmoe_yolo.text.binding import class_texts, set_classes
+
+        net = getattr(self, "_modules", {}).get("model")
+        if isinstance(net, str) or net is None or not class_texts(net):
+            raise AttributeError("set_classes")  # Model.__getattr__ then asks the DetectionModel, as stock
+        return functools.partial(set_classes, self)
+
+    cls.set_classes = property(set_classes, doc="DS-MoE models: change classes and class text (dsmoe_yolo.set_classes)")
