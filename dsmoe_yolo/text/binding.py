@@ -237,24 +237,23 @@ def set_classes(
                 f"classifier; the open-vocabulary models, dsmoe-ov-*.yaml, detect new classes from their prompts)"
             )
         _resize_head(head, old, names)
-    prototypes = None
-    if visual:  # checked before anything changes: unreadable images and empty boxes fail here
-        from dsmoe_yolo.visual_prompts import class_prototypes
-
-        saved = [(t.embeddings, dict(t.text_meta)) for t in texts]
-        bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
-        head.nc, head.no = len(names), len(names) + head.reg_max * 4
-        try:
-            prototypes = class_prototypes(net, visual, imgsz)
-        except ConfigError:
-            for t, (emb, m) in zip(texts, saved):
-                t.bind(emb, m)
-            head.nc, head.no = len(emb), len(emb) + head.reg_max * 4
-            raise
+    saved = [
+        (t.embeddings, dict(t.text_meta), getattr(t, "visual", None), getattr(t, "visual_mode", None)) for t in texts
+    ]
     bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
     if open_vocabulary:
         head.nc, head.no = len(names), len(names) + head.reg_max * 4
-    if prototypes:
+    if visual:  # prototypes come from the new class text; unreadable images and empty boxes restore the old state
+        from dsmoe_yolo.visual_prompts import class_prototypes
+
+        try:
+            prototypes = class_prototypes(net, visual, imgsz)
+        except ConfigError:
+            for t, (emb, m, old_visual, old_mode) in zip(texts, saved):
+                t.bind(emb, m)
+                t.set_visual(old_visual, old_mode)
+            head.nc, head.no = len(saved[0][0]), len(saved[0][0]) + head.reg_max * 4
+            raise
         rows = torch.zeros(len(names), texts[0].c2)
         mode = torch.zeros(len(names), dtype=torch.int8)
         for i, n in enumerate(names):
