@@ -13,6 +13,7 @@ hook                                                what it adds for a multi-dat
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,15 +63,13 @@ def install_dataset_builder(module) -> None:
         for member in (m for m in data["union"] if m["split"] == split):
             # rect batches would mix members' image shapes at the seams of the joined dataset
             ds = stock(cfg, member["images"], batch, member["data"], mode=mode, rect=False, stride=stride, **kwargs)
-            to_union = member["to_union"]
-            for label in ds.labels:
-                if len(label["cls"]):
-                    label["cls"] = label["cls"].copy()
-                    label["cls"][:, 0] = [to_union[int(c)] for c in label["cls"][:, 0]]
-            SPACES.add(f"{member['name']}", ds.im_files, sorted(set(to_union)), data["nc"], split)
+            to_union = np.asarray(member["to_union"])
+            for label in ds.labels:  # (n, 1) local class ids -> union ids, a new array (the cache is not touched)
+                label["cls"] = to_union[label["cls"].astype(int)].astype(label["cls"].dtype)
+            SPACES.add(member["name"], ds.im_files, sorted(set(member["to_union"])), data["nc"], split)
             LOGGER.info(
                 f"DS-MoE data: {member['name']} {split} ({len(ds)} images): classes {member['data']['local_names']} "
-                f"-> union {to_union}"
+                f"-> union {member['to_union']}"
             )
             parts.append(ds)
         joined = YOLOConcatDataset(parts)
