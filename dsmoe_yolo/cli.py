@@ -47,6 +47,7 @@ COMMANDS = {
         "nbs",
         "seeds",
         "jobs",
+        "val",
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
     "bench-models": ("scales", "runs", "threads", "onnx", "models", "nc"),

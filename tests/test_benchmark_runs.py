@@ -157,6 +157,8 @@ def test_recorded_args_of_the_leads_run_match_and_differences_are_named(tmp_path
         check_recorded_args(folder, "dsmoe-yolov8n.yaml", requested(str(data)))
     with pytest.raises(ConfigError, match="data: recorded"):
         check_recorded_args(folder, "yolov8n.yaml", requested(str(tmp_path / "other.yaml")))
+    with pytest.raises(ConfigError, match="val: recorded True, requested False"):  # val=False: best.pt = last epoch
+        check_recorded_args(folder, "yolov8n.yaml", requested(str(data), val=False))
 
     resumed = fake_run(tmp_path / "neu-det" / "yolov8s-seed0", str(data), model=str(folder / "weights" / "last.pt"))
     check_recorded_args(resumed, "yolov8s.yaml", requested(str(data)))  # a resumed run records its last.pt
@@ -238,6 +240,7 @@ def test_worker_arguments_round_trip():
         "optimizer": "auto",
         "patience": 100,
         "nbs": 64,
+        "val": False,
         "seed": 1,
         "lr0": 0.005,
     }

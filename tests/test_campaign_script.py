@@ -17,6 +17,9 @@ from dsmoe_yolo.cli import COMMANDS, parse_args
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cpu_campaign.sh"
 RECORDER = '#!/usr/bin/env bash\nprintf "%s\\n" "$(basename "$0") $*" >> "$CALLS"\n'
+# `python -c` asks a training folder's state (runs.run_state): a fresh campaign has none, so every training starts.
+STATE = 'if [ "$1" = "-c" ]; then echo restart; fi\n'
+PRETRAINED = ("dsmoe-ov-lite-yolov8n", "yolov8n")
 
 
 @pytest.fixture
@@ -26,8 +29,11 @@ def calls(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("dsmoe", "python", "yolo"):
-        (bin_dir / name).write_text(RECORDER)
+        (bin_dir / name).write_text(RECORDER + (STATE if name == "python" else ""))
         (bin_dir / name).chmod(0o755)
+    for model in PRETRAINED:  # what step 6's trainings leave behind (the stand-in `yolo` trains nothing)
+        (tmp_path / "out" / "pretrain-no-neu" / model / "weights").mkdir(parents=True)
+        (tmp_path / "out" / "pretrain-no-neu" / model / "weights" / "best.pt").write_bytes(b"")
     data = tmp_path / "data"
     for name in ("neu-det", "deeppcb", "kolektorsdd", "crackforest"):
         (data / name).mkdir(parents=True)
@@ -40,14 +46,24 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 6
+    assert len(benchmarks) == 9
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
         check_args(**{k: args.get(k, defaults[k]) for k in inspect.signature(check_args).parameters})
         assert args["project"] == str(out) and args["exist_ok"] is True
     by_name = {args["name"]: args for args in parsed}
-    assert set(by_name) == {"neu-det", "deeppcb", "neu-det-dsmoe", "deeppcb-seed1", "neu-det-ov", "deeppcb-ov"}
+    assert set(by_name) == {
+        "neu-det",
+        "deeppcb",
+        "neu-det-dsmoe",
+        "deeppcb-seed1",
+        "neu-det-ov",
+        "deeppcb-ov",
+        "neu-det-5pct",
+        "neu-det-25pct",
+        "neu-det-union-start",
+    }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
         assert same == {k: v for k, v in by_name[closed].items() if k not in ("models", "name", "seeds")}
@@ -95,9 +111,51 @@ def test_defect_pretraining_holds_neu_det_out_and_trains_both_models_alike(calls
     union = (out / "union-no-neu.yaml").read_text()
     assert "neu-det" not in union
     assert all(f"{data}/{d}/data.yaml" in union for d in ("deeppcb", "kolektorsdd", "crackforest"))
-    trains = sorted((line.split()[2:] for line in lines if line.startswith("yolo train ")), key=lambda t: t[0])
+    trains = sorted(
+        (t for t in (line.split()[2:] for line in lines if line.startswith("yolo train ")) if "union-no-neu" in t[1]),
+        key=lambda t: t[0],
+    )
     assert [t[0] for t in trains] == ["model=dsmoe-ov-lite-yolov8n.yaml", "model=yolov8n.yaml"]
     assert trains[0][1:] == [
         a.replace("yolov8n", "dsmoe-ov-lite-yolov8n") if a.startswith("name=") else a for a in trains[1][1:]
     ]
     assert f"data={out}/union-no-neu.yaml" in trains[0]
+
+
+def test_few_label_transfer_uses_the_pretrained_copies_and_the_same_recipe_for_every_start(calls):
+    data, out, lines = calls
+    parsed = {
+        a["name"]: a
+        for a in (
+            parse_args(line.split()[2:], COMMANDS["benchmark"], "benchmark")
+            for line in lines
+            if line.startswith("dsmoe benchmark ")
+        )
+        if str(a.get("name", "")).startswith("neu-det-") and a["name"].endswith("pct")
+    }
+    starts = [str(out / "pretrain-no-neu" / f"{m}-union.pt") for m in PRETRAINED]
+    for pct in (5, 25):
+        run = parsed[f"neu-det-{pct}pct"]
+        assert run["data"] == str(out / "subsets" / f"neu-det-{pct}.yaml")
+        assert run["models"] == ",".join([*starts, "yolov8n.yaml"])
+        assert (run["seeds"], run["imgsz"], run["val"]) == ("0,1", 224, False)
+    assert all((out / "pretrain-no-neu" / f"{m}-union.pt").is_file() for m in PRETRAINED)
+    (subsets,) = [line.split()[1:] for line in lines if "few_label_subsets.py" in line]
+    assert f"data={data}/neu-det/data.yaml" in subsets and "fractions=5,25" in subsets
+
+
+def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_time(calls):
+    data, out, lines = calls
+    ov = f"model={out}/pretrain-no-neu/dsmoe-ov-lite-yolov8n-union.pt"
+    runs = {
+        script: [x.split()[1:] for x in lines if x.startswith("python ") and x.split()[1].endswith(script)]
+        for script in ("zero_shot.py", "few_shot_prompts.py", "routing_by_dataset.py")
+    }
+    assert [len(v) for v in runs.values()] == [4, 1, 1]  # zero-shot: NEU-DET held out, then each left-out class
+    assert all(ov in v[0] for v in runs.values())
+    for held in ("crazing", "patches", "scratches"):
+        union = (out / f"union-no-{held}.yaml").read_text()
+        assert f"{out}/loco/neu-det-no-{held}/data.yaml" in union and f"{data}/neu-det/data.yaml" not in union
+        trains = [x for x in lines if x.startswith("yolo train ") and f"union-no-{held}.yaml" in x]
+        assert len(trains) == 2
+        assert f"model={out}/pretrain-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in sum(runs["zero_shot.py"], [])

@@ -124,6 +124,7 @@ def run_benchmark(
     nbs: int = 64,
     seeds: str | int | list[int] | None = None,
     jobs: int = 1,
+    val: bool = True,
 ) -> dict:
     """Train each model with each seed on ``data`` with identical settings, evaluate, time on the CPU, write tables.
 
@@ -149,6 +150,8 @@ def run_benchmark(
         nbs: Nominal batch size (Ultralytics accumulates gradients over nbs / batch steps); nbs=batch steps every batch.
         seeds: Seeds, comma-separated or a list (``0,1,2``); one training per model and seed.
         jobs: Trainings at once (``jobs>1``: each in a worker subprocess, log in ``<run dir>/logs/``).
+        val: Validate after every epoch (Ultralytics' ``val``); ``False`` validates only after the last one, so
+            ``best.pt`` is the final epoch's weights: much cheaper when the training set is small beside the val split.
 
     Returns:
         ``{"rows", "runs", "per_class", "failures", "save_dir", "markdown", "csv", "per_class_csv", "chart"}``: one row
@@ -181,6 +184,7 @@ def run_benchmark(
         patience=patience,
         nbs=nbs,
         lr0=lr0,
+        val=val,
     )
     all_runs = settings.make_runs(model_list, seed_list, run_dir)
     for run in all_runs:  # before anything trains: an existing folder must hold the same experiment
@@ -207,6 +211,7 @@ def run_benchmark(
             "onnx": bool(onnx),
             "nbs": nbs,
             "jobs": checked["jobs"],
+            "val": bool(val),
         }
     )
     threads = torch.get_num_threads()  # the caller's setting, before Ultralytics' select_device changes it

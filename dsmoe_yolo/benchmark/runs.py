@@ -40,6 +40,7 @@ COMPARED = (
     "nbs",
     "lr0",
     "deterministic",
+    "val",
 )
 
 

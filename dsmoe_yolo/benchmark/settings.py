@@ -157,6 +157,7 @@ def train_args(checked: dict, data: Any, **kw: Any) -> dict:
         "optimizer": str(kw["optimizer"]),
         "patience": int(kw["patience"]),
         "nbs": int(kw["nbs"]),
+        "val": bool(kw.get("val", True)),
     }
     if kw.get("lr0") is not None:
         out["lr0"] = float(kw["lr0"])

@@ -1,0 +1,128 @@
+"""The evidence-campaign helpers in examples/ (issue 32): few-label subsets, leave-one-class-out copies, zero-shot,
+k-shot prompts and routing per dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_subsets_are_seeded_nested_and_sized(load_example):
+    subsets = load_example("few_label_subsets")
+    images = [f"images/train/{i:04d}.jpg" for i in range(200)]
+    five, quarter = subsets.subset(images, 5, 0), subsets.subset(images, 25, 0)
+    assert (len(five), len(quarter)) == (10, 50)
+    assert set(five) <= set(quarter)  # one shuffle, prefixes
+    assert subsets.subset(images, 5, 0) == five and subsets.subset(images, 5, 1) != five
+    assert subsets.subset(images[:3], 5, 0) != []  # at least one image
+
+
+def test_subset_files_are_written_once_and_reused(load_example, shared_copy, tmp_path):
+    data = shared_copy("neu-det-mini")
+    subsets, lists, out = load_example("few_label_subsets"), tmp_path / "lists", tmp_path / "out"
+    subsets.main([f"data={data}", "fractions=25", f"out={out}", f"lists={lists}"])
+    listed = (lists / "neu-det-mini-25.txt").read_text().splitlines()
+    assert len(listed) == 12  # 25 % of 48
+    spec = yaml.safe_load((out / "neu-det-mini-25.yaml").read_text())
+    assert [Path(p) for p in Path(spec["train"]).read_text().splitlines()] == [data.parent / p for p in listed]
+    assert spec["val"] == str(data.parent / "images" / "val") and len(spec["names"]) == 6
+    subsets.main([f"data={data}", "fractions=25", f"out={out}", f"lists={lists}", "seed=7"])  # reused, not redrawn
+    assert (lists / "neu-det-mini-25.txt").read_text().splitlines() == listed
+    (lists / "neu-det-mini-25.txt").write_text("images/train/not-there.jpg\n")
+    with pytest.raises(SystemExit, match="not-there.jpg"):
+        subsets.main([f"data={data}", "fractions=25", f"out={out}", f"lists={lists}"])
+
+
+def test_the_committed_neu_det_subsets_name_real_images():
+    from conftest import SHARED_DATA
+
+    root = SHARED_DATA / "neu-det"
+    if not root.is_dir():
+        pytest.skip(f"shared dataset 'neu-det' not found at {root}")
+    five = (ROOT / "examples" / "results" / "subsets" / "neu-det-5.txt").read_text().split()
+    quarter = (ROOT / "examples" / "results" / "subsets" / "neu-det-25.txt").read_text().split()
+    assert (len(five), len(quarter)) == (50, 250) and set(five) <= set(quarter)
+    assert all((root / p).is_file() for p in quarter)
+
+
+def test_leaving_a_class_out_drops_its_images_and_renumbers_the_rest(load_example, shared_copy, tmp_path):
+    data = shared_copy("neu-det-mini")
+    loco = load_example("leave_class_out")
+    loco.main([f"data={data}", "classes=patches", f"out={tmp_path / 'loco'}"])
+    out = tmp_path / "loco" / "neu-det-mini-no-patches"
+    spec = yaml.safe_load((out / "data.yaml").read_text())
+    assert list(spec["names"].values()) == ["crazing", "inclusion", "pitted_surface", "rolled-in_scale", "scratches"]
+    for split in ("train", "val"):
+        kept = sorted(p.name for p in (out / "images" / split).iterdir())
+        source = data.parent / "labels" / split
+        expected = sorted(
+            f"{f.stem}.jpg"
+            for f in source.glob("*.txt")
+            if all(r.split()[0] != "2" for r in f.read_text().splitlines())
+        )
+        assert kept == expected and kept
+        for f in (out / "labels" / split).glob("*.txt"):
+            old = [r.split() for r in (source / f.name).read_text().splitlines() if r.strip()]
+            new = [r.split() for r in f.read_text().splitlines() if r.strip()]
+            assert [int(r[0]) for r in new] == [int(r[0]) - (int(r[0]) > 2) for r in old]
+            assert [r[1:] for r in new] == [r[1:] for r in old]
+    with pytest.raises(SystemExit, match="not a class"):
+        loco.main([f"data={data}", "classes=rust", f"out={tmp_path / 'loco'}"])
+
+
+@pytest.fixture
+def pcb_checkpoint(tmp_path):
+    """An (untrained) open-vocabulary checkpoint whose classes are DeepPCB's, none of NEU-DET's."""
+    from ultralytics import YOLO
+
+    model = YOLO("dsmoe-ov-lite-yolov8n.yaml")
+    model.set_classes("deeppcb.yaml")
+    path = tmp_path / "pcb.pt"
+    model.save(str(path))
+    return path
+
+
+def test_zero_shot_asks_for_the_data_classes_under_each_prompt_kind(load_example, shared_copy, pcb_checkpoint):
+    data = shared_copy("neu-det-mini")
+    table = load_example("zero_shot").zero_shot_table(str(pcb_checkpoint), str(data), imgsz=64, batch=8)
+    lines = table.splitlines()
+    assert "(0 of them seen)" in lines[0] and "crazing" in lines[0]
+    assert lines[2].split("|")[4].strip() == "AP50 crazing"
+    assert [line.split("|")[1].strip() for line in lines[4:]] == [
+        "described",
+        "templates",
+        "rotated",
+        "names",
+        "described, class-agnostic (single_cls)",
+    ]
+
+
+def test_few_shot_prompts_draw_train_images_showing_each_class(load_example, shared_copy, pcb_checkpoint):
+    few = load_example("few_shot_prompts")
+    data = shared_copy("neu-det-mini")
+    train = sorted((data.parent / "images" / "train").glob("*.jpg"))
+    drawn = few.examples(train, 6, 2, seed=0)
+    assert few.examples(train, 6, 2, seed=0) == drawn and few.examples(train, 6, 2, seed=1) != drawn
+    for c, picked in drawn.items():
+        assert len(picked) == 2
+        for image, boxes in picked:
+            assert boxes and all(len(b) == 4 for b in boxes)
+            assert any(k == c for k, _ in load_example("visual_prompt_check")._labels(image))
+    table = few.few_shot_table(str(pcb_checkpoint), str(data), shots=(1,), draws=2, imgsz=64, batch=8)
+    rows = [line.split("|") for line in table.splitlines()[2:]]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("text", "1"), ("visual 1-shot", "2"), ("both 1-shot", "2")]
+
+
+def test_routing_is_tabulated_per_dataset_with_pairwise_overlap(load_example, shared_copy, tmp_path):
+    from ultralytics import YOLO
+
+    path = tmp_path / "ov.pt"
+    YOLO("dsmoe-ov-lite-yolov8n.yaml").save(str(path))
+    datasets = [str(shared_copy("neu-det-mini")), str(shared_copy("deeppcb-mini"))]
+    table = load_example("routing_by_dataset").routing_tables(str(path), datasets, imgsz=64, batch=8)
+    assert "| neu-det-mini |" in table and "| deeppcb-mini |" in table
+    assert "| neu-det-mini / deeppcb-mini |" in table
