@@ -61,16 +61,22 @@ def swap_table(model: str, data: str, **val_args) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> None:
+def table_main(argv: list[str], make_table) -> None:
+    """Shared ``main`` of the table scripts: ``model= data= [out=file.md] key=value...`` -> ``make_table(model, data,
+    **values)`` printed (and written to ``out``); the other values are Ultralytics val arguments."""
     args = dict(a.split("=", 1) for a in argv)
     out = args.pop("out", None)
     model, data = args.pop("model"), args.pop("data")
     from ultralytics.cfg import smart_value
 
-    table = swap_table(model, data, **{k: smart_value(v) for k, v in args.items()})
+    table = make_table(model, data, **{k: smart_value(v) for k, v in args.items()})
     print(table)
     if out:
         Path(out).write_text(table + "\n")
+
+
+def main(argv: list[str]) -> None:
+    table_main(argv, swap_table)
 
 
 if __name__ == "__main__":

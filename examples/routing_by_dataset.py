@@ -15,6 +15,9 @@ import csv
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prompt_swap import table_main  # noqa: E402
+
 
 def usage(csv_path: Path) -> dict[str, dict]:
     """Per MoE layer: ``{"images": entries, "load": {expert: entries routed to it}}`` from one ``expert_usage.csv``.
@@ -73,15 +76,7 @@ def routing_tables(model: str, datasets: list[str], top: int = 6, **val_args) ->
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a.split("=", 1) for a in argv)
-    out = args.pop("out", None)
-    model, data = args.pop("model"), args.pop("data")
-    from ultralytics.cfg import smart_value
-
-    table = routing_tables(model, data.split(","), **{k: smart_value(v) for k, v in args.items()})
-    print(table)
-    if out:
-        Path(out).write_text(table + "\n")
+    table_main(argv, lambda model, data, **kw: routing_tables(model, data.split(","), **kw))
 
 
 if __name__ == "__main__":

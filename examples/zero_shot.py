@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prompt_swap import variants  # noqa: E402
+from prompt_swap import table_main, variants  # noqa: E402
 
 
 def zero_shot_table(model: str, data: str, **val_args) -> str:
@@ -55,15 +55,7 @@ def zero_shot_table(model: str, data: str, **val_args) -> str:
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a.split("=", 1) for a in argv)
-    out = args.pop("out", None)
-    model, data = args.pop("model"), args.pop("data")
-    from ultralytics.cfg import smart_value
-
-    table = zero_shot_table(model, data, **{k: smart_value(v) for k, v in args.items()})
-    print(table)
-    if out:
-        Path(out).write_text(table + "\n")
+    table_main(argv, zero_shot_table)
 
 
 if __name__ == "__main__":
