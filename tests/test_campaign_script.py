@@ -151,11 +151,13 @@ def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_ti
         script: [x.split()[1:] for x in lines if x.startswith("python ") and x.split()[1].endswith(script)]
         for script in ("zero_shot.py", "few_shot_prompts.py", "routing_by_dataset.py")
     }
-    assert [len(v) for v in runs.values()] == [4, 1, 1]  # zero-shot: NEU-DET held out, then each left-out class
+    assert [len(v) for v in runs.values()] == [7, 1, 1]  # zero-shot: NEU-DET held out, then each left-out class twice
     assert all(ov in v[0] for v in runs.values())
     for held in ("crazing", "patches", "scratches"):
         union = (out / f"union-no-{held}.yaml").read_text()
         assert f"{out}/loco/neu-det-no-{held}/data.yaml" in union and f"{data}/neu-det/data.yaml" not in union
         trains = [x for x in lines if x.startswith("yolo train ") and f"union-no-{held}.yaml" in x]
         assert len(trains) == 2
+        (alone,) = [x for x in lines if x.startswith("yolo train ") and f"loco/neu-det-no-{held}/data.yaml" in x]
+        assert "model=dsmoe-ov-lite-yolov8n.yaml" in alone and "imgsz=224" in alone
         assert f"model={out}/pretrain-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in sum(runs["zero_shot.py"], [])
