@@ -25,7 +25,14 @@ FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 BASH = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 # Files of the reader's own that a command line stands in for (not in this repository by design).
-USER_FILES = {"your.yaml", "other.yaml", "mine.yaml", "defects.yaml", "data.yaml"}
+USER_FILES = {
+    "your.yaml",
+    "other.yaml",
+    "mine.yaml",
+    "defects.yaml",
+    "data.yaml",
+    "union-no-neu.yaml",
+}  # last: docs write it
 FILE_KEYS = ("model", "models", "data", "cfg", "prompts")
 
 
