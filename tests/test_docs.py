@@ -31,8 +31,11 @@ USER_FILES = {
     "mine.yaml",
     "defects.yaml",
     "data.yaml",
+    # written by a command shown beside them (the campaign's union and few-label data YAMLs)
     "union-no-neu.yaml",
-}  # last: docs write it
+    "neu-det-5.yaml",
+    "neu-det-25.yaml",
+}
 FILE_KEYS = ("model", "models", "data", "cfg", "prompts")
 
 
