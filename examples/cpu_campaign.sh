@@ -89,15 +89,14 @@ python "$ROOT/examples/routing_by_dataset.py" model="$OV_UNION" imgsz=256 batch=
     data="$PCB,$DATA/kolektorsdd/data.yaml,$DATA/crackforest/data.yaml,$NEU"
 
 # 8. Transfer with few labels (step 2): fixed NEU-DET subsets (5 % inside 25 %, lists in examples/results/subsets/),
-#    each union-pretrained model fine-tuned and YOLOv8n trained from scratch on them, two seeds, validated on the full
+#    each union-pretrained model fine-tuned and both models trained from scratch on them, two seeds, validated on the full
 #    val split; then the pretrained models on all of NEU-DET. val=False as in step 6 (a 50-image epoch is 4 steps,
 #    its validation 13); the epochs give each fraction a comparable number of steps (5 %: 400, 25 %: 640).
 python "$ROOT/examples/few_label_subsets.py" data="$NEU" fractions=5,25 out="$OUT/subsets"
 FEW=(imgsz=224 batch=16 val=False onnx=False seeds=0,1 exist_ok=True "project=$OUT" jobs=2)
-dsmoe benchmark data="$OUT/subsets/neu-det-5.yaml" models="$OV_UNION,$V8_UNION,yolov8n.yaml" epochs=100 "${FEW[@]}" \
-    name=neu-det-5pct
-dsmoe benchmark data="$OUT/subsets/neu-det-25.yaml" models="$OV_UNION,$V8_UNION,yolov8n.yaml" epochs=40 "${FEW[@]}" \
-    name=neu-det-25pct
+FEW_MODELS="$OV_UNION,$V8_UNION,yolov8n.yaml,dsmoe-ov-lite-yolov8n.yaml"  # both starts of both models
+dsmoe benchmark data="$OUT/subsets/neu-det-5.yaml" models="$FEW_MODELS" epochs=100 "${FEW[@]}" name=neu-det-5pct
+dsmoe benchmark data="$OUT/subsets/neu-det-25.yaml" models="$FEW_MODELS" epochs=40 "${FEW[@]}" name=neu-det-25pct
 #    All of NEU-DET from the union starts, with step 1's recipe (60 epochs, validated every epoch), read against step 1
 #    and step 5's from-scratch rows.
 dsmoe benchmark data="$NEU" models="$OV_UNION,$V8_UNION" "${RECIPE[@]}" seeds=0,1 onnx=False name=neu-det-union-start \

@@ -137,7 +137,7 @@ def test_few_label_transfer_uses_the_pretrained_copies_and_the_same_recipe_for_e
     for pct in (5, 25):
         run = parsed[f"neu-det-{pct}pct"]
         assert run["data"] == str(out / "subsets" / f"neu-det-{pct}.yaml")
-        assert run["models"] == ",".join([*starts, "yolov8n.yaml"])
+        assert run["models"] == ",".join([*starts, "yolov8n.yaml", "dsmoe-ov-lite-yolov8n.yaml"])
         assert (run["seeds"], run["imgsz"], run["val"]) == ("0,1", 224, False)
     assert all((out / "pretrain-no-neu" / f"{m}-union.pt").is_file() for m in PRETRAINED)
     (subsets,) = [line.split()[1:] for line in lines if "few_label_subsets.py" in line]
