@@ -18,7 +18,6 @@ Prints, per fraction, the number of images and of labelled boxes per class.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 from pathlib import Path
@@ -26,7 +25,6 @@ from pathlib import Path
 import yaml
 
 LISTS = Path(__file__).resolve().parent / "results" / "subsets"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def _args(argv: list[str]) -> dict:
@@ -47,15 +45,17 @@ def _train_images(root: Path, spec: dict) -> list[str]:
     folder = root / str(spec["train"])
     if not folder.is_dir():
         raise SystemExit(f"few_label_subsets: train split {folder} is not a folder of images")
-    return sorted(str(p.relative_to(root)) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    from ultralytics.data.utils import IMG_FORMATS
+
+    return sorted(str(p.relative_to(root)) for p in folder.rglob("*") if p.suffix[1:].lower() in IMG_FORMATS)
 
 
 def _label_counts(root: Path, images: list[str], names: dict) -> dict[str, int]:
     """Boxes per class name over ``images`` (labels next to them, Ultralytics' images -> labels rule)."""
+    from ultralytics.data.utils import img2label_paths
+
     counts = {str(n): 0 for n in names.values()}
-    for rel in images:
-        label = Path(f"{os.sep}labels{os.sep}".join(str(root / rel).rsplit(f"{os.sep}images{os.sep}", 1)))
-        label = label.with_suffix(".txt")
+    for label in map(Path, img2label_paths([str(root / rel) for rel in images])):
         if label.is_file():
             for line in label.read_text().splitlines():
                 if line.strip():

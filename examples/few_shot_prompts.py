@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prompt_swap import table_main  # noqa: E402
 from visual_prompt_check import _labels  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def _row(label: str, results: list) -> str:
 def few_shot_table(model: str, data: str, shots=(1, 5), draws: int = 3, imgsz: int = 640, **val_args) -> str:
     """The Markdown table of the module docstring."""
     from ultralytics import YOLO
-    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.data.utils import IMG_FORMATS, check_det_dataset
     from ultralytics.utils import LOGGER
 
     from dsmoe_yolo.text.binding import is_open_vocabulary, set_classes
@@ -69,7 +70,7 @@ def few_shot_table(model: str, data: str, shots=(1, 5), draws: int = 3, imgsz: i
     info = check_det_dataset(data)
     names = [str(info["names"][i]) for i in range(len(info["names"]))]
     described, _ = resolve_prompts(info, names, LOGGER.info)
-    train = sorted(p for p in Path(info["train"]).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    train = sorted(p for p in Path(info["train"]).rglob("*") if p.suffix[1:].lower() in IMG_FORMATS)
 
     def val(visual=None, text=True):
         m = YOLO(model)
@@ -94,17 +95,11 @@ def few_shot_table(model: str, data: str, shots=(1, 5), draws: int = 3, imgsz: i
 
 
 def main(argv: list[str]) -> None:
-    args = dict(a.split("=", 1) for a in argv)
-    out = args.pop("out", None)
-    model, data = args.pop("model"), args.pop("data")
-    shots = tuple(int(s) for s in args.pop("shots", "1,5").split(","))
-    draws, imgsz = int(args.pop("draws", 3)), int(args.pop("imgsz", 640))
-    from ultralytics.cfg import smart_value
+    def table(model, data, shots="1,5", draws=3, imgsz=640, **val_args):
+        ks = tuple(int(k) for k in str(shots).split(","))
+        return few_shot_table(model, data, ks, int(draws), int(imgsz), **val_args)
 
-    table = few_shot_table(model, data, shots, draws, imgsz, **{k: smart_value(v) for k, v in args.items()})
-    print(table)
-    if out:
-        Path(out).write_text(table + "\n")
+    table_main(argv, table)
 
 
 if __name__ == "__main__":

@@ -13,23 +13,16 @@ copies. Prints the images kept per split.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def _label_file(image: Path) -> Path:
-    """Ultralytics' rule: the last ``images`` folder of the path becomes ``labels``, the suffix ``.txt``."""
-    s = f"{os.sep}labels{os.sep}".join(str(image).rsplit(f"{os.sep}images{os.sep}", 1))
-    return Path(s).with_suffix(".txt")
-
 
 def without_class(root: Path, spec: dict, names: list[str], held_out: str, out: Path) -> dict[str, int]:
     """Write the copy of the dataset at ``root`` without ``held_out`` into ``out``; images kept per split."""
+    from ultralytics.data.utils import IMG_FORMATS, img2label_paths
+
     drop = names.index(held_out)
     remap = {old: new for new, old in enumerate(i for i in range(len(names)) if i != drop)}
     kept = {}
@@ -38,8 +31,8 @@ def without_class(root: Path, spec: dict, names: list[str], held_out: str, out: 
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         kept[split] = 0
-        for image in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            label = _label_file(image)
+        for image in sorted(p for p in source.rglob("*") if p.suffix[1:].lower() in IMG_FORMATS):
+            label = Path(img2label_paths([str(image)])[0])
             rows = [r.split() for r in label.read_text().splitlines() if r.strip()] if label.is_file() else []
             if any(int(r[0]) == drop for r in rows):
                 continue
