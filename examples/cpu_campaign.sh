@@ -62,16 +62,20 @@ printf 'yolo_data:\n  - %s\n  - %s\n  - %s\n' "$PCB" "$DATA/kolektorsdd/data.yam
     > "$OUT/union-no-neu.yaml"
 state() { python -c 'import sys; from pathlib import Path; from dsmoe_yolo.benchmark.runs import run_state
 print(run_state(Path(sys.argv[1]))[0])' "$1"; }
-for model in dsmoe-ov-lite-yolov8n yolov8n; do
-    run="$OUT/pretrain-no-neu/$model"
-    case $(state "$run") in
-        resume) yolo train resume model="$run/weights/last.pt" > "$OUT/pretrain-no-neu-$model.log" 2>&1 & ;;
-        restart) yolo train model="$model.yaml" data="$OUT/union-no-neu.yaml" epochs=30 imgsz=256 batch=16 seed=0 \
-            deterministic=True val=False project="$OUT/pretrain-no-neu" name="$model" exist_ok=True \
-            > "$OUT/pretrain-no-neu-$model.log" 2>&1 & ;;
-    esac
-done
-wait
+pretrain() {  # pretrain UNION_NAME: both models on $OUT/UNION_NAME.yaml into $OUT/pretrain-NAME/, side by side
+    local tag=${1#union-} model run
+    for model in dsmoe-ov-lite-yolov8n yolov8n; do
+        run="$OUT/pretrain-$tag/$model"
+        case $(state "$run") in
+            resume) yolo train resume model="$run/weights/last.pt" > "$OUT/pretrain-$tag-$model.log" 2>&1 & ;;
+            restart) yolo train model="$model.yaml" data="$OUT/$1.yaml" epochs=30 imgsz=256 batch=16 seed=0 \
+                deterministic=True val=False project="$OUT/pretrain-$tag" name="$model" exist_ok=True \
+                > "$OUT/pretrain-$tag-$model.log" 2>&1 & ;;
+        esac
+    done
+    wait
+}
+pretrain union-no-neu
 for model in dsmoe-ov-lite-yolov8n yolov8n; do  # named copies: the benchmark labels a .pt model by its file name
     cp "$OUT/pretrain-no-neu/$model/weights/best.pt" "$OUT/pretrain-no-neu/$model-union.pt"
 done
@@ -106,16 +110,25 @@ dsmoe benchmark data="$NEU" models="$OV_UNION,$V8_UNION" "${RECIPE[@]}" seeds=0,
 #    any image of one class (30 epochs at 224 px, val=False), then that class asked for zero-shot from its description
 #    (its AP50 in zero_shot.py's table, the five trained classes' beside it); two classes at a time.
 python "$ROOT/examples/leave_class_out.py" data="$NEU" classes=crazing,patches,scratches out="$OUT/loco"
+#    Then k = 1, 5, 10 labelled images of the held-out class (step 3b): held_out_k_shot.py compares the visual prompt
+#    (no training) with a text fine-tune of the same model and with YOLOv8n, trained on the same copy, fine-tuned with
+#    a new class row; each fine-tune on the k images plus 48 replay images of the other classes, two draws.
 loco_neu() {
-    local run="$OUT/neu-det-no-$1/dsmoe-ov-lite-yolov8n"
-    case $(state "$run") in
-        resume) yolo train resume model="$run/weights/last.pt" ;;
-        restart) yolo train model=dsmoe-ov-lite-yolov8n.yaml data="$OUT/loco/neu-det-no-$1/data.yaml" epochs=30 \
-            imgsz=224 batch=16 seed=0 deterministic=True val=False project="$OUT/neu-det-no-$1" \
-            name=dsmoe-ov-lite-yolov8n exist_ok=True ;;
-    esac > "$OUT/neu-det-no-$1.log" 2>&1
-    python "$ROOT/examples/zero_shot.py" model="$run/weights/best.pt" data="$NEU" imgsz=224 batch=16 \
-        out="$OUT/zero-shot-neu-det-no-$1.md"
+    local model run
+    for model in dsmoe-ov-lite-yolov8n yolov8n; do
+        run="$OUT/neu-det-no-$1/$model"
+        case $(state "$run") in
+            resume) yolo train resume model="$run/weights/last.pt" ;;
+            restart) yolo train model="$model.yaml" data="$OUT/loco/neu-det-no-$1/data.yaml" epochs=30 imgsz=224 \
+                batch=16 seed=0 deterministic=True val=False project="$OUT/neu-det-no-$1" name="$model" exist_ok=True ;;
+        esac > "$OUT/neu-det-no-$1-$model.log" 2>&1
+    done
+    run="$OUT/neu-det-no-$1"
+    python "$ROOT/examples/zero_shot.py" model="$run/dsmoe-ov-lite-yolov8n/weights/best.pt" data="$NEU" imgsz=224 \
+        batch=16 out="$OUT/zero-shot-neu-det-no-$1.md"
+    python "$ROOT/examples/held_out_k_shot.py" model="$run/dsmoe-ov-lite-yolov8n/weights/best.pt" data="$NEU" \
+        held="$1" yolo="$run/yolov8n/weights/best.pt" shots=1,5,10 seeds=0,1 replay=48 epochs=30 imgsz=224 \
+        project="$OUT/k-shot-$1" out="$OUT/k-shot-neu-det-$1.md"
 }
 loco_neu patches &
 loco_neu scratches &
@@ -125,16 +138,7 @@ loco_neu crazing
 for held in crazing patches scratches; do
     printf 'yolo_data:\n  - %s\n  - %s\n  - %s\n  - %s\n' "$PCB" "$DATA/kolektorsdd/data.yaml" \
         "$DATA/crackforest/data.yaml" "$OUT/loco/neu-det-no-$held/data.yaml" > "$OUT/union-no-$held.yaml"
-    for model in dsmoe-ov-lite-yolov8n yolov8n; do
-        run="$OUT/pretrain-no-$held/$model"
-        case $(state "$run") in
-            resume) yolo train resume model="$run/weights/last.pt" > "$OUT/pretrain-no-$held-$model.log" 2>&1 & ;;
-            restart) yolo train model="$model.yaml" data="$OUT/union-no-$held.yaml" epochs=30 imgsz=256 batch=16 \
-                seed=0 deterministic=True val=False project="$OUT/pretrain-no-$held" name="$model" exist_ok=True \
-                > "$OUT/pretrain-no-$held-$model.log" 2>&1 & ;;
-        esac
-    done
-    wait
+    pretrain "union-no-$held"
     python "$ROOT/examples/zero_shot.py" model="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
         data="$NEU" imgsz=224 batch=16 out="$OUT/zero-shot-no-$held.md"
 done

@@ -18,9 +18,10 @@ from pathlib import Path
 
 def _labels(image: Path) -> list[tuple[int, list[float]]]:
     import cv2
+    from ultralytics.data.utils import img2label_paths
 
     h, w = cv2.imread(str(image)).shape[:2]
-    label = Path(str(image).replace("/images/", "/labels/")).with_suffix(".txt")
+    label = Path(img2label_paths([str(image)])[0])
     out = []
     for line in label.read_text().splitlines() if label.is_file() else []:
         c, x, y, bw, bh = map(float, line.split()[:5])
@@ -40,12 +41,12 @@ def split(images: list[Path], names: list[str], shots: int, per_class: int) -> d
 def check(model: str, data: str, shots: int = 1, per_class: int = 20, imgsz: int = 640) -> str:
     """Markdown table of the three prompt kinds (module docstring)."""
     from ultralytics import YOLO
-    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.data.utils import IMG_FORMATS, check_det_dataset
 
     info = check_det_dataset(data)
     names = [str(info["names"][i]) for i in range(len(info["names"]))]
     val = Path(info["val"])
-    images = sorted(p for p in val.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    images = sorted(p for p in val.rglob("*") if p.suffix[1:].lower() in IMG_FORMATS)
     groups = split(images, names, shots, per_class)
     visual = {names[c]: [{"image": str(p), "boxes": b} for p, b in ex] for c, (ex, _) in groups.items() if ex}
     rows = ["| prompts | probes whose most confident box has their class | of |", "|---|---:|---:|"]

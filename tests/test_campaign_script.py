@@ -158,6 +158,12 @@ def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_ti
         assert f"{out}/loco/neu-det-no-{held}/data.yaml" in union and f"{data}/neu-det/data.yaml" not in union
         trains = [x for x in lines if x.startswith("yolo train ") and f"union-no-{held}.yaml" in x]
         assert len(trains) == 2
-        (alone,) = [x for x in lines if x.startswith("yolo train ") and f"loco/neu-det-no-{held}/data.yaml" in x]
-        assert "model=dsmoe-ov-lite-yolov8n.yaml" in alone and "imgsz=224" in alone
+        alone = [x.split()[2:] for x in lines if x.startswith("yolo train ") and f"loco/neu-det-no-{held}/" in x]
+        ov_run, v8_run = sorted(alone)  # both models, the same recipe
+        assert (ov_run[0], v8_run[0]) == ("model=dsmoe-ov-lite-yolov8n.yaml", "model=yolov8n.yaml")
+        renamed = [a.replace("yolov8n", "dsmoe-ov-lite-yolov8n") if a.startswith("name=") else a for a in v8_run]
+        assert ov_run[1:] == renamed[1:] and "imgsz=224" in ov_run
+        (k_shot,) = [x.split()[1:] for x in lines if "held_out_k_shot.py" in x and f"held={held}" in x]
+        assert f"model={out}/neu-det-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in k_shot
+        assert f"yolo={out}/neu-det-no-{held}/yolov8n/weights/best.pt" in k_shot and "shots=1,5,10" in k_shot
         assert f"model={out}/pretrain-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in sum(runs["zero_shot.py"], [])

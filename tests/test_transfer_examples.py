@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +127,70 @@ def test_routing_is_tabulated_per_dataset_with_pairwise_overlap(load_example, sh
     table = load_example("routing_by_dataset").routing_tables(str(path), datasets, imgsz=64, batch=8)
     assert "| neu-det-mini |" in table and "| deeppcb-mini |" in table
     assert "| neu-det-mini / deeppcb-mini |" in table
+
+
+def test_resize_head_keeps_known_rows_of_a_plain_yolov8_head():
+    from ultralytics.nn.tasks import DetectionModel
+
+    from dsmoe_yolo.text.binding import resize_head
+
+    head = DetectionModel("yolov8n.yaml", nc=2, verbose=False).model[-1]
+    old = [seq[-1].weight.detach().clone() for seq in head.cv3]
+    resize_head(head, ["a", "b"], ["a", "new", "b"])
+    assert (head.nc, head.no) == (3, 3 + 4 * head.reg_max)
+    for before, seq in zip(old, head.cv3):
+        assert seq[-1].out_channels == 3
+        assert torch.equal(seq[-1].weight[0], before[0]) and torch.equal(seq[-1].weight[2], before[1])
+
+
+@pytest.mark.slow
+def test_held_out_k_shot_draws_nested_sets_and_fine_tunes_both_models(load_example, shared_copy, tmp_path):
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    data = shared_copy("neu-det-mini")
+    kept = ["crazing", "inclusion", "pitted_surface", "rolled-in_scale", "scratches"]  # patches held out
+    ov = YOLO("dsmoe-ov-lite-yolov8n.yaml")
+    ov.set_classes(kept)
+    ov.save(str(tmp_path / "ov.pt"))
+    v8 = YOLO("yolov8n.yaml")
+    v8.model = DetectionModel("yolov8n.yaml", nc=5, verbose=False)
+    v8.model.names = dict(enumerate(kept))
+    v8.save(str(tmp_path / "v8.pt"))
+
+    k_shot = load_example("held_out_k_shot")
+    train = sorted((data.parent / "images" / "train").glob("*.jpg"))
+    shows, rest = k_shot.draw(train, 2, replay=4, seed=0)
+    assert shows and len(rest) == 4 and k_shot.draw(train, 2, replay=4, seed=0) == (shows, rest)
+    labels = load_example("visual_prompt_check")._labels
+    assert all(any(c == 2 for c, _ in labels(p)) for p in shows) and not any(c == 2 for p in rest for c, _ in labels(p))
+
+    project = tmp_path / "k-shot"
+    args = f"held=patches yolo={tmp_path / 'v8.pt'} shots=1,2 seeds=0 replay=4 epochs=1 imgsz=64 batch=4"
+    k_shot.main(
+        [f"model={tmp_path / 'ov.pt'}", f"data={data}", *args.split(), f"project={project}", f"out={tmp_path / 't.md'}"]
+    )
+    table = (tmp_path / "t.md").read_text()
+    labels_ = [line.split("|")[1].strip() for line in table.splitlines()[4:]]
+    assert labels_ == [
+        "text, zero-shot (k = 0)",
+        "YOLOv8n, no row (k = 0)",
+        *(
+            f"{kind} {k}-shot{suffix}"
+            for k in (1, 2)
+            for kind, suffix in (
+                ("visual", " (no training)"),
+                ("text + visual", " (no training)"),
+                ("text fine-tune", ""),
+                ("YOLOv8n new row, fine-tune", ""),
+            )
+        ),
+    ]
+    listed = (project / "k2-seed0" / "train.txt").read_text().split()
+    assert listed == [str(p) for p in shows[:2] + rest]
+    widened = YOLO(str(project / "yolov8n-new-row.pt")).model
+    assert list(widened.names.values())[2] == "patches" and widened.model[-1].nc == 6
+    for run in ("ov-k1-seed0", "ov-k2-seed0", "yolov8n-k1-seed0", "yolov8n-k2-seed0"):
+        assert (project / run / "weights" / "last.pt").is_file()
+    with pytest.raises(SystemExit, match="not held out"):
+        k_shot.k_shot_table(str(data), "crazing", str(tmp_path / "ov.pt"), shots=(1,), project=str(project))

@@ -169,3 +169,25 @@ def test_visual_prompts_on_a_closed_set_model_are_refused(example):
     model = YOLO("dsmoe-lite-yolov8n.yaml")
     with pytest.raises(ConfigError, match="need an open-vocabulary model"):
         model.set_classes({"blob": {"image": image, "boxes": [box_a]}}, embeddings=None)
+
+
+def test_a_new_visual_class_on_a_model_with_a_class_hierarchy(example):
+    """A model bound to a prompt file's hierarchy (groups for its five classes) takes a sixth class from boxes: the
+    groups follow the new classes before the prototypes' forward pass (it raised "groups lists 5 entries" before)."""
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.nn.hyperbolic import HyperbolicAlign
+
+    image, _, box_a, _ = example
+    seen = ["crazing", "inclusion", "pitted_surface", "rolled-in_scale", "scratches"]
+    model = YOLO("dsmoe-ov-lite-yolov8n.yaml")
+    model.set_classes(seen, prompts="neu-det.yaml")
+    (layer,) = [m for m in model.model.modules() if isinstance(m, HyperbolicAlign)]
+    assert layer.groups is not None and len(layer.groups) == 5
+    model.set_classes(
+        {**{n: None for n in seen}, "patches": None}, visual={"patches": {"image": image, "boxes": [box_a]}}
+    )
+    assert list(model.names.values()) == [*seen, "patches"] and (layer.groups is None or len(layer.groups) == 6)
+    with pytest.raises(ConfigError, match="cannot be read"):  # a failed call restores the old groups
+        model.set_classes(seen + ["patches"], visual={"patches": {"image": "missing.jpg", "boxes": [[0, 0, 9, 9]]}})
+    assert layer.groups is None or len(layer.groups) == 6

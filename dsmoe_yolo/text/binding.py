@@ -25,6 +25,7 @@ __all__ = (
     "set_classes",
     "is_open_vocabulary",
     "checkpoint_encoder",
+    "resize_head",
     "resolve_embeddings",
     "transfer_text_meta",
 )
@@ -236,11 +237,16 @@ def set_classes(
                 f"mean nothing until the model is fine-tuned on data with these classes (the head is a closed-set "
                 f"classifier; the open-vocabulary models, dsmoe-ov-*.yaml, detect new classes from their prompts)"
             )
-        _resize_head(head, old, names)
+        resize_head(head, old, names)
     saved = [
         (t.embeddings, dict(t.text_meta), getattr(t, "visual", None), getattr(t, "visual_mode", None)) for t in texts
     ]
+    from dsmoe_yolo.nn.hyperbolic import HyperbolicAlign
+
+    old_groups = [(m, m.groups) for m in net.modules() if isinstance(m, HyperbolicAlign)]
     bind_model(net, embeddings.to(texts[0].embeddings.device), meta)
+    # the hierarchy follows the classes before any forward pass (the visual prototypes' runs one with the new text)
+    bind_hierarchy(net, str(source) if source else None, names)
     if open_vocabulary:
         head.nc, head.no = len(names), len(names) + head.reg_max * 4
     if visual:  # prototypes come from the new class text; unreadable images and empty boxes restore the old state
@@ -252,6 +258,8 @@ def set_classes(
             for t, (emb, m, old_visual, old_mode) in zip(texts, saved):
                 t.bind(emb, m)
                 t.set_visual(old_visual, old_mode)
+            for layer, groups in old_groups:
+                layer.set_groups(groups)
             head.nc, head.no = len(saved[0][0]), len(saved[0][0]) + head.reg_max * 4
             raise
         rows = torch.zeros(len(names), texts[0].c2)
@@ -265,7 +273,6 @@ def set_classes(
     net.yaml["nc"] = len(names)
     net.names = dict(enumerate(names))
     net.criterion = None  # rebuilt lazily with the new class count
-    bind_hierarchy(net, str(source) if source else None, names)
     if wrapper is not None:
         wrapper.predictor = None
 
@@ -343,8 +350,9 @@ def checkpoint_encoder(text) -> str:
     return enc
 
 
-def _resize_head(head, old: list[str], new: list[str]) -> None:
-    """Give every class branch of ``head`` ``len(new)`` outputs, keeping the rows of known class names."""
+def resize_head(head, old: list[str], new: list[str]) -> None:
+    """Give every class branch of a closed-set ``Detect`` head (DS-MoE's or a plain YOLOv8's) ``len(new)`` outputs:
+    rows of names in ``old`` are kept, new names get Ultralytics' bias prior and a fresh conv's weights."""
     import math
 
     keep = {n: old.index(n) for n in new if n in old}
