@@ -17,8 +17,13 @@ Forms (``set_classes``, ``prompts=`` files, ``predict(visual_prompts=...)``)::
 
 A class given both as text and as boxes uses both: its row is the normalised sum of its text row and its prototype.
 A class given only by boxes is also embedded from a class-name template, which only takes part in the class text's
-self-attention (its own row is replaced). The prototype is an untrained pooled mean (no projection is learnt for it);
-subtracting the image's mean embedding first (a "contrast" prototype) was tried and scored lower (docs/prompts.md).
+self-attention (its own row is replaced). Subtracting the image's mean embedding first (a "contrast" prototype) was
+tried and scored lower (docs/prompts.md).
+
+Trained visual path: a head built with ``visual > 0`` (``PromptDetect``) holds a projection ``visual_proj`` learnt
+during training (``dsmoe_yolo.visual_training``: each ground-truth box's pooled embedding, projected, must pick its
+class among the class text rows). On such a model each box's pooled embedding is projected before the mean, so the
+prototype lands where that class's text row lands; on other models the prototype is the untrained pooled mean.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 
 from dsmoe_yolo.errors import ConfigError
 
-__all__ = ("is_visual", "split_prompts", "parse_visual", "class_prototypes", "MAX_EXAMPLE_IMAGES")
+__all__ = ("is_visual", "split_prompts", "parse_visual", "class_prototypes", "pool_boxes", "MAX_EXAMPLE_IMAGES")
 
 MAX_EXAMPLE_IMAGES = 256  # example images per call: each is one forward pass, run one at a time
 
@@ -172,6 +177,7 @@ def class_prototypes(net, visual: dict[str, list[dict]], imgsz: int = 640, log=N
             f"pick fewer examples"
         )
     imgsz = max(32, int(imgsz) // 32 * 32)
+    proj = getattr(head, "visual_proj", None)  # a trained projection (PromptDetect(visual > 0)), else None
     feats: dict[int, torch.Tensor] = {}
     hooks = [branch.register_forward_hook(_keep(feats, i)) for i, branch in enumerate(head.cv3)]
     device = next(net.parameters()).device
@@ -196,9 +202,17 @@ def class_prototypes(net, visual: dict[str, list[dict]], imgsz: int = 640, log=N
                 x, r, (left, top) = _letterbox(im, imgsz)
                 net(x.to(device, dtype))
                 levels = [_embedding(head, i, feats[i]) for i in range(head.nl)]
-                for box in boxes * r + np.array([left, top, left, top], dtype=np.float32):
-                    vectors.append(F.normalize(_pool(levels, box, imgsz), dim=0))
-            out[name] = F.normalize(torch.stack(vectors).mean(0), dim=0).float().cpu()
+                letterboxed = torch.from_numpy(boxes * r + np.array([left, top, left, top], dtype=np.float32))
+                sums, counts = pool_boxes(levels, letterboxed.to(levels[0].device), head.stride.tolist())
+                pooled = torch.stack(
+                    [
+                        s / c if c > 0 else _centre_anchor(levels[0], b, imgsz)
+                        for s, c, b in zip(sums, counts, letterboxed)
+                    ]
+                )
+                pooled = F.normalize(pooled, dim=1)
+                vectors.append(F.normalize(proj(pooled.to(proj.weight.dtype)).float(), dim=1) if proj else pooled)
+            out[name] = F.normalize(torch.cat(vectors).mean(0), dim=0).float().cpu()
     finally:
         for hook in hooks:
             hook.remove()
@@ -221,23 +235,37 @@ def _embedding(head, i: int, e: torch.Tensor) -> torch.Tensor:
     return e[0].float()
 
 
-def _pool(levels: list[torch.Tensor], box: np.ndarray, imgsz: int) -> torch.Tensor:
-    """Mean embedding over the anchors (every level) whose centres lie in ``box`` (letterboxed pixels); the anchor
-    under the box centre on the finest level if none does."""
-    x1, y1, x2, y2 = box.tolist()
-    picked = []
-    for e in levels:
+def pool_boxes(
+    levels: list[torch.Tensor], boxes: torch.Tensor, strides: list[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the per-anchor embeddings whose anchor centres lie inside each box, over every level, and their count.
+
+    Args:
+        levels: Per level, one image's embeddings (C, H_l, W_l).
+        boxes: (n, 4) xyxy boxes in pixels of the (letterboxed) network input.
+        strides: Per level, pixels per anchor.
+
+    Returns:
+        ``(sums (n, C), counts (n,))``; a box narrower than every stride may cover no anchor centre (count 0).
+    """
+    sums = boxes.new_zeros(len(boxes), levels[0].shape[0], dtype=levels[0].dtype)
+    counts = boxes.new_zeros(len(boxes))
+    for e, s in zip(levels, strides):
         _, gh, gw = e.shape
-        s = imgsz / gh
-        cx = (torch.arange(gw, dtype=torch.float32) + 0.5) * s
-        cy = (torch.arange(gh, dtype=torch.float32) + 0.5) * s
-        inside = ((cy >= y1) & (cy <= y2))[:, None] & ((cx >= x1) & (cx <= x2))[None, :]
-        if inside.any():
-            picked.append(e[:, inside.to(e.device)].T)
-    if not picked:
-        e = levels[0]
-        s = imgsz / e.shape[1]
-        j = min(int((y1 + y2) / 2 / s), e.shape[1] - 1)
-        i = min(int((x1 + x2) / 2 / s), e.shape[2] - 1)
-        picked.append(e[:, j, i][None])
-    return torch.cat(picked).mean(0)
+        cx = (torch.arange(gw, device=e.device, dtype=boxes.dtype) + 0.5) * s
+        cy = (torch.arange(gh, device=e.device, dtype=boxes.dtype) + 0.5) * s
+        x1, y1, x2, y2 = (boxes[:, i, None] for i in range(4))
+        inside = ((cy >= y1) & (cy <= y2))[:, :, None] & ((cx >= x1) & (cx <= x2))[:, None, :]  # (n, H, W)
+        inside = inside.flatten(1).to(e.dtype)
+        sums = sums + inside @ e.flatten(1).T
+        counts = counts + inside.sum(1).to(counts.dtype)
+    return sums, counts
+
+
+def _centre_anchor(e: torch.Tensor, box: torch.Tensor, imgsz: int) -> torch.Tensor:
+    """The finest level's embedding (C,) under the centre of a box that covers no anchor centre."""
+    s = imgsz / e.shape[1]
+    x1, y1, x2, y2 = box.tolist()
+    j = min(int((y1 + y2) / 2 / s), e.shape[1] - 1)
+    i = min(int((x1 + x2) / 2 / s), e.shape[2] - 1)
+    return e[:, j, i]

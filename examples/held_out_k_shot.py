@@ -14,10 +14,14 @@ Every row is validated on the full ``val`` split with all classes:
 
 - ``text, zero-shot``: ``model`` under the dataset's class descriptions (k = 0);
 - ``visual k``: ``model``, no training; ``held`` prompted by the boxes of the k images only, the others by their text;
+  on a model with a trained visual path (``PromptDetect(visual > 0)``) the boxes are projected, and ``visual k,
+  pooled`` / ``text + visual k, pooled`` give the same rows with the projection skipped (the untrained pooled mean);
 - ``text + visual k``: ``model``, no training; ``held`` by its description and the boxes;
 - ``text fine-tune k``: ``model`` fine-tuned on the set (every class by its description);
 - ``YOLOv8n new row k``: ``yolo`` given a row for ``held`` (the trained rows kept, ``binding.resize_head``), fine-tuned
   on the same set; ``YOLOv8n, no row`` (k = 0) is its score before (``held`` AP 0 by construction).
+
+``finetune=False`` leaves out the fine-tuned rows (the no-training rows take minutes, the fine-tunes hours).
 
 Columns: ``held``'s AP50 and AP50-95, the other classes' mean AP50 (forgetting: read against the k = 0 rows) and
 mAP50, each mean ± std over the seeds. Finished fine-tunes are reused when the script runs again.
@@ -107,7 +111,7 @@ def _row(label: str, results: list, held: int) -> str:
 
 def k_shot_table(
     data: str, held: str, ov: str, yolo: str | None = None, shots=(1, 5, 10), seeds=(0,), replay: int = 48,
-    epochs: int = 30, imgsz: int = 224, batch: int = 16, project: str = "k-shot", **val_args,
+    epochs: int = 30, imgsz: int = 224, batch: int = 16, project: str = "k-shot", finetune: bool = True, **val_args,
 ) -> str:  # fmt: skip
     """The Markdown table of the module docstring."""
     from ultralytics import YOLO
@@ -133,11 +137,15 @@ def k_shot_table(
     if min(len(shows) for shows, _ in draws.values()) < max(shots):
         raise SystemExit(f"{data}: fewer than {max(shots)} train images show {held!r}")
 
-    def val(model, **prompts):
+    def val(model, pooled: bool = False, **prompts):
         m = YOLO(str(model))
+        if pooled:  # the untrained prototype: the trained visual path's projection skipped
+            m.model.model[-1].visual_proj = None
         if prompts:
             set_classes(m, **prompts, imgsz=imgsz)
         return m.val(data=data, imgsz=imgsz, batch=batch, plots=False, verbose=False, **val_args)
+
+    projected = getattr(YOLO(ov).model.model[-1], "visual_proj", None) is not None
 
     text_only = {"names": names, "prompts": described}
     rows = [
@@ -153,12 +161,16 @@ def k_shot_table(
             _row("YOLOv8n, no row (k = 0)", [val(with_new_row(yolo, names, project_dir / "yolov8n-new-row.pt"))], h)
         )
     for k in shots:
-        got = {label: [] for label in ("visual", "both", "text-ft", "yolo-ft")}
+        got = {label: [] for label in ("visual", "both", "visual-pooled", "both-pooled", "text-ft", "yolo-ft")}
         for s, (shows, rest) in draws.items():
             boxes = [{"image": str(p), "boxes": [b for c, b in _labels(p) if c == h]} for p in shows[:k]]
             only_boxes = {n: (None if n == held else described[n]) for n in names}
-            got["visual"].append(val(ov, names=only_boxes, visual={held: boxes}))
-            got["both"].append(val(ov, **text_only, visual={held: boxes}))
+            for pooled in (False, True) if projected else (False,):
+                tag = "-pooled" if pooled else ""
+                got["visual" + tag].append(val(ov, pooled, names=only_boxes, visual={held: boxes}))
+                got["both" + tag].append(val(ov, pooled, **text_only, visual={held: boxes}))
+            if not finetune:
+                continue
             subset = write_set(project_dir / f"k{k}-seed{s}", shows[:k] + rest, info)
             got["text-ft"].append(val(fine_tune(ov, subset, project_dir / f"ov-k{k}-seed{s}", s, epochs, imgsz, batch)))
             if yolo:
@@ -167,19 +179,29 @@ def k_shot_table(
                 got["yolo-ft"].append(val(fine_tune(start, subset, run, s, epochs, imgsz, batch)))
         rows.append(_row(f"visual {k}-shot (no training)", got["visual"], h))
         rows.append(_row(f"text + visual {k}-shot (no training)", got["both"], h))
-        rows.append(_row(f"text fine-tune {k}-shot", got["text-ft"], h))
-        if yolo:
+        if projected:
+            rows.append(_row(f"visual {k}-shot, pooled (no training)", got["visual-pooled"], h))
+            rows.append(_row(f"text + visual {k}-shot, pooled (no training)", got["both-pooled"], h))
+        if finetune:
+            rows.append(_row(f"text fine-tune {k}-shot", got["text-ft"], h))
+        if yolo and finetune:
             rows.append(_row(f"YOLOv8n new row, fine-tune {k}-shot", got["yolo-ft"], h))
     return "\n".join(rows)
 
 
 def main(argv: list[str]) -> None:
-    def table(ov, data, held, yolo=None, shots="1,5,10", seeds="0", replay=48, epochs=30, imgsz=224, batch=16, **kw):
+    def table(
+        ov, data, held, yolo=None, shots="1,5,10", seeds="0", replay=48, epochs=30, imgsz=224, batch=16,
+        finetune=True, **kw,
+    ):  # fmt: skip
         # key=value parsing turns "1,5,10" into a tuple and "0" into an int
         ks, ss = (
             tuple(int(v) for v in (x if isinstance(x, (tuple, list)) else str(x).split(","))) for x in (shots, seeds)
         )
-        return k_shot_table(data, held, ov, yolo, ks, ss, int(replay), int(epochs), int(imgsz), int(batch), **kw)
+        return k_shot_table(
+            data, held, ov, yolo, ks, ss, int(replay), int(epochs), int(imgsz), int(batch), finetune=bool(finetune),
+            **kw,
+        )  # fmt: skip
 
     table_main(argv, table)
 

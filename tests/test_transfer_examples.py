@@ -194,3 +194,32 @@ def test_held_out_k_shot_draws_nested_sets_and_fine_tunes_both_models(load_examp
         assert (project / run / "weights" / "last.pt").is_file()
     with pytest.raises(SystemExit, match="not held out"):
         k_shot.k_shot_table(str(data), "crazing", str(tmp_path / "ov.pt"), shots=(1,), project=str(project))
+
+
+def test_held_out_k_shot_on_a_trained_visual_path_adds_pooled_rows_and_can_skip_fine_tunes(
+    load_example, shared_copy, tmp_path
+):
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.assets import CFG_DIR
+
+    data = shared_copy("neu-det-mini")
+    doc = yaml.safe_load((CFG_DIR / "models" / "dsmoe-ov-lite-yolov8.yaml").read_text())
+    doc["head"][-1][3] = ["nc", {"visual": 0.25}]
+    (tmp_path / "dsmoe-ov-lite-vis-yolov8n.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    ov = YOLO(str(tmp_path / "dsmoe-ov-lite-vis-yolov8n.yaml"))
+    ov.set_classes(["crazing", "inclusion", "pitted_surface", "rolled-in_scale", "scratches"])
+    ov.save(str(tmp_path / "ov.pt"))
+    table = load_example("held_out_k_shot").k_shot_table(
+        str(data), "patches", str(tmp_path / "ov.pt"), shots=(1,), imgsz=64, batch=4, project=str(tmp_path / "k"),
+        finetune=False,
+    )  # fmt: skip
+    labels = [line.split("|")[1].strip() for line in table.splitlines()[4:]]
+    assert labels == [
+        "text, zero-shot (k = 0)",
+        "visual 1-shot (no training)",
+        "text + visual 1-shot (no training)",
+        "visual 1-shot, pooled (no training)",
+        "text + visual 1-shot, pooled (no training)",
+    ]
+    assert not (tmp_path / "k").exists()  # nothing trained

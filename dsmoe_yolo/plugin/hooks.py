@@ -142,7 +142,8 @@ def install_callbacks() -> None:
 
 
 def install_criterion(tasks) -> None:
-    """``DetectionModel.init_criterion``: a YAML with ``loss: qfocal_ciou`` gets the DS-MoE loss; others stock."""
+    """``DetectionModel.init_criterion``: a YAML with ``loss: qfocal_ciou`` gets the DS-MoE loss, others stock; an
+    open-vocabulary head with a trained visual path adds its alignment term (``visual_training``)."""
     cls = tasks.DetectionModel
     stock = cls.init_criterion
     if getattr(stock, "_dsmoe_hook", None):
@@ -151,8 +152,9 @@ def install_criterion(tasks) -> None:
     def init_criterion(self):
         from dsmoe_yolo.loss import criterion_for
         from dsmoe_yolo.plugin.union import masked_criterion
+        from dsmoe_yolo.visual_training import visual_criterion
 
-        return masked_criterion(criterion_for(self) or stock(self))
+        return visual_criterion(masked_criterion(criterion_for(self) or stock(self)), self)
 
     init_criterion._dsmoe_hook, init_criterion.stock = "full", stock
     cls.init_criterion = init_criterion

@@ -1,0 +1,94 @@
+"""The trained visual path: an alignment term that teaches ``PromptDetect.visual_proj`` to turn boxes into class rows.
+
+A visual prompt's prototype is pooled from the head's own per-anchor embeddings inside example boxes
+(``dsmoe_yolo.visual_prompts``). Untrained, that pooled vector lives in the embedding space, not where the class text
+rows ``T`` lie. On a head built with ``visual > 0`` every training batch adds
+
+    vis_loss = visual * CE(tau * <v_g, T_c / |T_c|>_c, c_g),   v_g = normalize(P(normalize(pool_g)))
+
+over the batch's ground-truth boxes g (class c_g): ``pool_g`` is the mean of the normalised per-anchor embeddings
+whose anchor centres lie inside box g on every level (the same pooling as a visual prompt at inference), ``P`` the
+head's ``visual_proj``, ``tau`` = ``TEMPERATURE``. So a box's projected embedding must pick its own class among all
+class text rows, the text being the target (detached: the detection loss alone trains the text path). The gradient
+also reaches the embeddings, which learn to be class-discriminative per box. Boxes that cover no anchor centre are
+skipped. A project extension in the spirit of YOLOE's trained visual prompt encoder (SAVPE), much smaller: one linear
+map, no separate branch.
+
+The criterion wrapper adds ``vis_loss`` to whatever criterion the model has (stock, DS-MoE, masked for several
+datasets); in evaluation forwards (the validator's loss) it is 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dsmoe_yolo.nn.base import pop_aux_outputs
+from dsmoe_yolo.visual_prompts import pool_boxes
+
+__all__ = ("TEMPERATURE", "visual_alignment_loss", "VisualAlignCriterion", "visual_criterion")
+
+TEMPERATURE = 10.0  # logits = 10 x cosine: cos 0.5 to its row, 0 to five others, gives p = 0.97
+
+
+def visual_alignment_loss(
+    levels: list[torch.Tensor], text: torch.Tensor, proj: torch.nn.Module, batch: dict, strides: list[float]
+) -> torch.Tensor:
+    """The unweighted term of the module docstring (a 0-dim tensor; 0 if no box covers an anchor centre).
+
+    Args:
+        levels: Per level, normalised per-anchor embeddings (B, C, H_l, W_l) of the training batch.
+        text: Class text ``T`` (nc, C).
+        proj: The head's ``visual_proj`` (C -> C).
+        batch: The trainer's batch: ``batch_idx`` (n,), ``cls`` (n, 1), ``bboxes`` (n, 4) normalised xywh.
+        strides: Per level, pixels per anchor.
+    """
+    h, w = levels[0].shape[2] * strides[0], levels[0].shape[3] * strides[0]
+    device = levels[0].device
+    xywh = batch["bboxes"].to(device, torch.float32) * torch.tensor([w, h, w, h], device=device)
+    boxes = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
+    index, cls = batch["batch_idx"].to(device).long(), batch["cls"].to(device).view(-1).long()
+    pooled, labels = [], []
+    for b in index.unique().tolist():
+        mine = index == b
+        sums, counts = pool_boxes([e[b] for e in levels], boxes[mine], strides)
+        kept = counts > 0
+        pooled.append(sums[kept] / counts[kept, None])
+        labels.append(cls[mine][kept])
+    if not pooled or not sum(len(p) for p in pooled):
+        return levels[0].sum() * 0.0  # keeps the graph; no box to align
+    v = F.normalize(proj(F.normalize(torch.cat(pooled), dim=1)), dim=1)
+    logits = TEMPERATURE * v @ F.normalize(text.detach().float(), dim=1).T
+    return F.cross_entropy(logits, torch.cat(labels))
+
+
+class VisualAlignCriterion:
+    """Wraps a detection criterion: adds ``vis_loss`` (module docstring), read from the head's latest forward."""
+
+    def __init__(self, inner, head):
+        self.inner, self.head = inner, head
+
+    def __call__(self, preds, batch):
+        aux = pop_aux_outputs(self.head).get("visual")  # before inner: DS-MoE criteria clear every layer's aux
+        loss, items = self.inner(preds, batch)
+        if aux is None:  # an evaluation forward (the validator's loss): no embeddings were kept
+            term = torch.zeros((), device=loss.device)
+        else:
+            levels, text = aux
+            term = self.head.visual * visual_alignment_loss(
+                levels, text, self.head.visual_proj, batch, self.head.stride.tolist()
+            )
+        batch_size = len(batch["img"]) if "img" in batch else 1
+        total = torch.cat([loss.reshape(-1), (term * batch_size).reshape(1).to(loss.dtype)])
+        return total, {**items, "vis_loss": term.detach()}
+
+    def __getattr__(self, name):
+        if name in ("inner", "head"):  # unpickling: before __dict__ is filled
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def visual_criterion(criterion, model):
+    """``criterion`` wrapped in ``VisualAlignCriterion`` when ``model``'s head trains a visual path, else unchanged."""
+    head = model.model[-1]
+    return VisualAlignCriterion(criterion, head) if getattr(head, "visual_proj", None) is not None else criterion

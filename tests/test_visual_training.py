@@ -1,0 +1,158 @@
+"""The trained visual path (``dsmoe_yolo.visual_training``, ``PromptDetect(visual > 0)``).
+
+Unit tests hold for any weights: the pooling the term and the prompts share, what the term rewards, that it trains
+the projection, where it is recorded and when it is zero. The slow test trains an open-vocabulary model with the term on
+the synthetic set and prompts it with boxes only.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dsmoe_yolo.visual_prompts import pool_boxes
+from dsmoe_yolo.visual_training import visual_alignment_loss
+
+
+def visual_yaml(tmp_path, weight=0.25):
+    """The shipped open-vocabulary lite YAML with the trained visual path (``visual`` on the head row)."""
+    from dsmoe_yolo.assets import CFG_DIR
+
+    doc = yaml.safe_load((CFG_DIR / "models" / "dsmoe-ov-lite-yolov8.yaml").read_text())
+    doc["head"][-1][3] = ["nc", {"visual": weight}]
+    path = tmp_path / "dsmoe-ov-lite-vis-yolov8n.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_pool_boxes_sums_the_anchors_whose_centres_lie_in_each_box_on_every_level():
+    levels = [torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4), torch.ones(2, 2, 2)]
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 8.0], [1.0, 1.0, 3.0, 3.0]])  # stride 8 and 16: a 32 px input
+    sums, counts = pool_boxes(levels, boxes, [8.0, 16.0])
+    # box 0: level 0 anchors at x 4, 12 and y 4 (row 0, cols 0-1); level 1 anchor centre (8, 8) is on its edge
+    expected0 = levels[0][:, 0, :2].sum(1) + levels[1][:, 0, 0]
+    assert counts.tolist() == [3.0, 0.0]
+    torch.testing.assert_close(sums[0], expected0)
+    torch.testing.assert_close(sums[1], torch.zeros(2))
+
+
+def _scene(classes: list[int], dim: int = 8, rows: torch.Tensor | None = None):
+    """Two 32 px images (stride 8 and 16), one 16x16 box each, the box's anchors holding the class's text row."""
+    text = torch.eye(dim)[:3] if rows is None else rows
+    levels = [torch.randn(2, dim, 4, 4) * 0.05, torch.randn(2, dim, 2, 2) * 0.05]
+    for b, c in enumerate(classes):  # the box covers the top-left 2x2 of level 0 and the top-left anchor of level 1
+        levels[0][b, :, :2, :2] += text[c][:, None, None]
+        levels[1][b, :, 0, 0] += text[c]
+    batch = {
+        "batch_idx": torch.tensor([0.0, 1.0]),
+        "cls": torch.tensor([[float(c)] for c in classes]),
+        "bboxes": torch.tensor([[0.25, 0.25, 0.5, 0.5]] * 2),  # normalised xywh: pixels 0-16
+    }
+    return levels, text, batch
+
+
+def test_the_term_is_low_when_a_box_looks_like_its_class_text_and_high_when_not():
+    torch.manual_seed(0)
+    levels, text, batch = _scene([0, 2])
+    identity = torch.nn.Linear(8, 8)
+    torch.nn.init.eye_(identity.weight), torch.nn.init.zeros_(identity.bias)
+    right = visual_alignment_loss(levels, text, identity, batch, [8.0, 16.0])
+    wrong = visual_alignment_loss(levels, text, identity, {**batch, "cls": torch.tensor([[1.0], [0.0]])}, [8.0, 16.0])
+    assert float(right.detach()) < 0.01 < 5.0 < float(wrong.detach())
+
+
+def test_the_term_trains_the_projection_onto_the_text_rows():
+    """Boxes that look like a scrambled copy of their class rows: only a learnt projection can map them back."""
+    torch.manual_seed(0)
+    scramble = torch.linalg.qr(torch.randn(8, 8))[0]
+    levels, _, batch = _scene([0, 2], rows=torch.eye(8)[:3] @ scramble)
+    text = torch.eye(8)[:3]
+    proj = torch.nn.Linear(8, 8)
+    torch.nn.init.eye_(proj.weight), torch.nn.init.zeros_(proj.bias)
+    opt = torch.optim.Adam(proj.parameters(), lr=0.05)
+    first = float(visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]))
+    for _ in range(60):
+        opt.zero_grad()
+        visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]).backward()
+        opt.step()
+    last = float(visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]))
+    assert last < 0.1 * first, (first, last)
+
+
+def test_a_box_that_covers_no_anchor_centre_is_skipped():
+    levels, text, batch = _scene([0, 2])
+    tiny = {**batch, "bboxes": torch.tensor([[0.03, 0.03, 0.02, 0.02]] * 2)}  # under 1 px: no anchor centre inside
+    loss = visual_alignment_loss(levels, text, torch.nn.Identity(), tiny, [8.0, 16.0])
+    assert float(loss) == 0.0
+
+
+def test_the_head_keeps_embeddings_for_the_term_only_while_training(tmp_path):
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.nn.base import pop_aux_outputs
+
+    model = YOLO(str(visual_yaml(tmp_path)))
+    model.set_classes(["open", "short"], embeddings=torch.randn(2, 384))
+    net, head = model.model, model.model.model[-1]
+    assert head.visual == 0.25 and torch.equal(head.visual_proj.weight, torch.eye(head.visual_proj.in_features))
+    net.train()
+    net(torch.rand(2, 3, 64, 64))
+    levels, text = pop_aux_outputs(head)["visual"]
+    assert [tuple(e.shape) for e in levels] == [(2, 64, 8, 8), (2, 64, 4, 4), (2, 64, 2, 2)] and text.shape == (2, 64)
+    net.eval()
+    with torch.no_grad():
+        net(torch.rand(1, 3, 64, 64))
+    assert "visual" not in pop_aux_outputs(head)
+
+
+def test_the_loss_gains_vis_loss_in_training_and_zero_in_evaluation(tmp_path):
+    from ultralytics import YOLO
+
+    model = YOLO(str(visual_yaml(tmp_path)))
+    model.set_classes(["open", "short"], embeddings=torch.randn(2, 384))
+    net = model.model
+    net.args = SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)  # the trainer's gains
+    batch = {
+        "img": torch.rand(2, 3, 64, 64),
+        "batch_idx": torch.tensor([0.0, 1.0]),
+        "cls": torch.tensor([[0.0], [1.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.3, 0.3, 0.4, 0.4]]),
+    }
+    net.train()
+    loss, items = net.loss(batch)
+    assert list(items) == ["box_loss", "cls_loss", "dfl_loss", "vis_loss"] and len(loss) == 4
+    assert float(items["vis_loss"]) > 0 and torch.isclose(loss[3], items["vis_loss"] * 2)
+    loss.sum().backward()
+    assert net.model[-1].visual_proj.weight.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():
+        _, items = net.loss(batch, net(batch["img"]))
+    assert float(items["vis_loss"]) == 0.0
+
+
+def test_an_untrained_projection_gives_the_pooled_prototype(tmp_path):
+    """Identity at start: a new model's visual prompts equal those of the same weights without the projection."""
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.visual_prompts import class_prototypes
+
+    model = YOLO(str(visual_yaml(tmp_path)))
+    model.set_classes(["open", "short"], embeddings=torch.randn(2, 384))
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    visual = {"blob": [{"image": image, "boxes": [[8, 8, 40, 40], [50, 10, 90, 30]]}]}
+    projected = class_prototypes(model.model, visual, imgsz=96)
+    model.model.model[-1].visual_proj = None
+    pooled = class_prototypes(model.model, visual, imgsz=96)
+    torch.testing.assert_close(projected["blob"], pooled["blob"], atol=1e-5, rtol=1e-5)
+
+
+def test_a_negative_visual_weight_is_refused(tmp_path):
+    from ultralytics import YOLO
+
+    with pytest.raises(Exception, match="visual alignment weight must be a number >= 0"):
+        YOLO(str(visual_yaml(tmp_path, weight=-1)))
