@@ -5,6 +5,8 @@ questions), as model and data variants of one recipe, trained with `dsmoe benchm
     python examples/ablations.py data=/path/to/neu-det/data.yaml out=campaign/ablations run=True   # and run
     python examples/ablations.py data=... out=... run=True only=dense,nohyp   # some variants (a session's worth)
     python examples/ablations.py out=campaign/ablations report=True      # one table of every variant, so far
+    python examples/ablations.py data=... out=campaign/ov-text only=templates,shuffled \
+        text_model=dsmoe-ov-lite-yolov8n.yaml run=True      # the text variants on another model (open vocabulary)
 
 Writes under ``out``: ``models/`` (one YAML per model variant, from ``dsmoe-lite-yolov8.yaml`` at ``scale``),
 ``prompts/`` and ``data/`` (the data YAML with other class texts), then prints, or with ``run=True`` runs (``jobs``
@@ -24,6 +26,8 @@ reads a Euclidean norm), ``dense`` the sparse MoE replaced by one dense text-con
 Ultralytics' stock BCE loss, ``qfocal-cls8`` / ``qfocal-cls32`` the same with ``cls_scale`` 8 / 32.
 Data variants (shipped model, k5): ``templates`` class-name templates instead of descriptions, ``shuffled`` the
 curated descriptions rotated by one class (class i gets class i+1's), so the text no longer matches the class.
+``text_model=<model YAML>`` trains the data variants on that model instead (e.g. the open-vocabulary lite-n); its
+curated row is then that model's own run with the same recipe, outside this script.
 
 ``report=True`` gathers every variant into one Markdown table (printed, and written to ``out/ablations.md``): the
 numbers of each finished command's ``benchmark.csv`` (best.pt on the val split, latency; also the one ``curated/``
@@ -137,6 +141,7 @@ def commands(
     batch: int = 16,
     seed: int = 0,
     only: str | list[str] | None = None,
+    text_model: str | None = None,
 ) -> list[list[str]]:
     """Write the variants and return the ``dsmoe benchmark`` command lines, one per variant (``name=<variant>``).
 
@@ -147,7 +152,7 @@ def commands(
     chosen = _chosen(only)
     common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={batch}", f"seeds={seed}", "exist_ok=True", "jobs=1"]
     project = str(Path(out).resolve())
-    runs = {name: (datas[name], models["k5"]) for name in DATA_VARIANTS}
+    runs = {name: (datas[name], text_model or models["k5"]) for name in DATA_VARIANTS}
     runs.update({name: (datas["curated"], models[name]) for name in ORDER})
     return [
         ["dsmoe", "benchmark", f"data={runs[name][0]}", f"models={runs[name][1]}", *common, f"project={project}"]
@@ -284,6 +289,7 @@ def main(argv: list[str]) -> None:
     run, show = (args.pop(k, "False").lower() in ("1", "true", "yes") for k in ("run", "report"))
     ints = {k: int(args.pop(k)) for k in ("epochs", "imgsz", "batch", "seed", "jobs") if k in args}
     out, scale, only = args.pop("out", "ablations"), args.pop("scale", "n"), args.pop("only", None)
+    text_model = args.pop("text_model", None)
     jobs = ints.pop("jobs", 2)
     if show:
         if not Path(out).is_dir():
@@ -294,7 +300,7 @@ def main(argv: list[str]) -> None:
         return
     if "k5" in args:
         print(f"k5: {reuse_k5(args.pop('k5'), out, scale, ints.get('seed', 0))}", flush=True)
-    lines = commands(args.pop("data"), out, scale, **ints, only=only)
+    lines = commands(args.pop("data"), out, scale, **ints, only=only, text_model=text_model)
     if run:
         run_commands(lines, jobs)
     else:

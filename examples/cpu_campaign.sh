@@ -51,6 +51,10 @@ for seed in 0 1; do
     python "$ROOT/examples/prompt_swap.py" model="$OUT/neu-det-ov/dsmoe-ov-lite-yolov8n-seed$seed/weights/best.pt" \
         data="$NEU" imgsz=224 batch=16 out="$OUT/neu-det-ov/prompt-swap-seed$seed.md"
 done
+#    And the text ablation at training time (step 3's data variants, seed 0): the open-vocabulary lite-n trained with
+#    class-name templates, and with the descriptions rotated onto the wrong classes; its curated row is seed 0 above.
+python "$ROOT/examples/ablations.py" data="$NEU" out="$OUT/ov-text" only=templates,shuffled \
+    text_model=dsmoe-ov-lite-yolov8n.yaml run=True jobs=2
 
 # 6. Defect pretraining with NEU-DET held out (issue "Evidence where prompts should matter", step 1): the open-vocabulary
 #    lite-n and YOLOv8n, same recipe, on the union of DeepPCB, KolektorSDD and CrackForest (8 classes joined by name;
@@ -142,3 +146,28 @@ for held in crazing patches scratches; do
     python "$ROOT/examples/zero_shot.py" model="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
         data="$NEU" imgsz=224 batch=16 out="$OUT/zero-shot-no-$held.md"
 done
+
+# 10. The trained visual path (issue "Visual prompts", item 2): the open-vocabulary lite-n with the head's visual
+#     projection and alignment term (PromptDetect visual=0.25), on step 9's patches-held-out copy with step 9's recipe,
+#     then held_out_k_shot.py's no-training rows: boxes projected by the trained path vs the untrained pooled mean on
+#     the same checkpoint, read against step 9's plain checkpoint (its visual rows are the pooled mean).
+python - "$OUT/dsmoe-ov-lite-vis-yolov8n.yaml" <<'PY'
+import sys, yaml
+from pathlib import Path
+from dsmoe_yolo.assets import CFG_DIR
+doc = yaml.safe_load((CFG_DIR / "models" / "dsmoe-ov-lite-yolov8.yaml").read_text())
+doc["head"][-1][3] = ["nc", {"visual": 0.25}]
+Path(sys.argv[1]).write_text(yaml.safe_dump(doc, sort_keys=False))
+PY
+run="$OUT/neu-det-no-patches/dsmoe-ov-lite-vis-yolov8n"
+case $(state "$run") in
+    resume) yolo train resume model="$run/weights/last.pt" ;;
+    restart) yolo train model="$OUT/dsmoe-ov-lite-vis-yolov8n.yaml" data="$OUT/loco/neu-det-no-patches/data.yaml" \
+        epochs=30 imgsz=224 batch=16 seed=0 deterministic=True val=False project="$OUT/neu-det-no-patches" \
+        name=dsmoe-ov-lite-vis-yolov8n exist_ok=True ;;
+esac > "$OUT/neu-det-no-patches-vis.log" 2>&1
+python "$ROOT/examples/held_out_k_shot.py" model="$run/weights/best.pt" data="$NEU" held=patches shots=1,5,10 \
+    seeds=0,1 finetune=False imgsz=224 project="$OUT/k-shot-patches-vis" out="$OUT/k-shot-neu-det-patches-vis.md"
+python "$ROOT/examples/held_out_k_shot.py" model="$OUT/neu-det-no-patches/dsmoe-ov-lite-yolov8n/weights/best.pt" \
+    data="$NEU" held=patches shots=1,5,10 seeds=0,1 finetune=False imgsz=224 project="$OUT/k-shot-patches-plain" \
+    out="$OUT/k-shot-neu-det-patches-plain.md"

@@ -67,6 +67,16 @@ def test_commands_share_one_recipe_one_variant_each(ablations, data, tmp_path):
     assert [line[-1] for line in picked] == ["name=nohyp", "name=dense"]  # in the order asked
     with pytest.raises(ValueError, match=r"only=dense,k3: unknown variant\(s\) \['k3'\]; choose from shuffled"):
         ablations.commands(str(data), str(tmp_path / "out"), only="dense,k3")
+    ov = ablations.commands(str(data), str(tmp_path / "out"), only="templates,dense", text_model="dsmoe-ov.yaml")
+    assert [line[3] for line in ov] == [
+        "models=dsmoe-ov.yaml",
+        f"models={models_dir(tmp_path)}/dsmoe-lite-dense-yolov8n.yaml",
+    ]
+    assert ov[0][2].endswith("-templates.yaml")  # the text variant's data, on the open-vocabulary model
+
+
+def models_dir(tmp_path: Path) -> Path:
+    return (tmp_path / "out" / "models").resolve()
 
 
 def _train_dir(path: Path, model: str) -> Path:

@@ -84,10 +84,13 @@ def test_every_benchmark_line_parses_and_checks(calls):
 
 def test_ablations_reuse_the_seed0_lite_run(calls):
     data, out, lines = calls
-    (ablation,) = [line.split()[1:] for line in lines if line.startswith("python ") and "ablations.py" in line]
+    ablation, ov_text = [line.split()[1:] for line in lines if line.startswith("python ") and "ablations.py" in line]
     assert ablation[0].endswith("examples/ablations.py") and "run=True" in ablation
     assert f"k5={out}/neu-det/dsmoe-lite-yolov8n-seed0" in ablation
     assert f"data={data}/neu-det/data.yaml" in ablation
+    # step 5: the text variants trained on the open-vocabulary model, with step 3's recipe (the script's defaults)
+    assert {"only=templates,shuffled", "text_model=dsmoe-ov-lite-yolov8n.yaml", "run=True"} <= set(ov_text)
+    assert f"data={data}/neu-det/data.yaml" in ov_text and f"out={out}/ov-text" in ov_text
 
 
 def test_deeppcb_seeds_are_combined(calls):
@@ -158,12 +161,38 @@ def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_ti
         assert f"{out}/loco/neu-det-no-{held}/data.yaml" in union and f"{data}/neu-det/data.yaml" not in union
         trains = [x for x in lines if x.startswith("yolo train ") and f"union-no-{held}.yaml" in x]
         assert len(trains) == 2
-        alone = [x.split()[2:] for x in lines if x.startswith("yolo train ") and f"loco/neu-det-no-{held}/" in x]
+        alone = [
+            x.split()[2:]
+            for x in lines
+            if x.startswith("yolo train ") and f"loco/neu-det-no-{held}/" in x and "-vis-" not in x  # step 10's
+        ]
         ov_run, v8_run = sorted(alone)  # both models, the same recipe
         assert (ov_run[0], v8_run[0]) == ("model=dsmoe-ov-lite-yolov8n.yaml", "model=yolov8n.yaml")
         renamed = [a.replace("yolov8n", "dsmoe-ov-lite-yolov8n") if a.startswith("name=") else a for a in v8_run]
         assert ov_run[1:] == renamed[1:] and "imgsz=224" in ov_run
-        (k_shot,) = [x.split()[1:] for x in lines if "held_out_k_shot.py" in x and f"held={held}" in x]
+        (k_shot,) = [
+            x.split()[1:] for x in lines if "held_out_k_shot.py" in x and f"held={held}" in x and "finetune=" not in x
+        ]
         assert f"model={out}/neu-det-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in k_shot
         assert f"yolo={out}/neu-det-no-{held}/yolov8n/weights/best.pt" in k_shot and "shots=1,5,10" in k_shot
         assert f"model={out}/pretrain-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in sum(runs["zero_shot.py"], [])
+
+
+def test_the_trained_visual_path_is_trained_like_step_9_and_compared_with_the_plain_model(calls):
+    data, out, lines = calls
+    vis_yaml = out / "dsmoe-ov-lite-vis-yolov8n.yaml"
+    (vis,) = [x.split()[2:] for x in lines if x.startswith("yolo train ") and str(vis_yaml) in x]
+    (plain,) = [
+        x.split()[2:]
+        for x in lines
+        if x.startswith("yolo train model=dsmoe-ov-lite-yolov8n.yaml") and "no-patches/" in x
+    ]
+    assert vis[1:-2] == plain[1:-2]  # the same data and recipe; other model, name (and exist_ok after it)
+    tables = [x.split()[1:] for x in lines if "held_out_k_shot.py" in x and "finetune=False" in x]
+    assert [t[1] for t in tables] == [
+        f"model={out}/neu-det-no-patches/dsmoe-ov-lite-vis-yolov8n/weights/best.pt",
+        f"model={out}/neu-det-no-patches/dsmoe-ov-lite-yolov8n/weights/best.pt",
+    ]
+    assert all(
+        {"held=patches", "shots=1,5,10", "seeds=0,1", f"data={data}/neu-det/data.yaml"} <= set(t) for t in tables
+    )
