@@ -151,6 +151,26 @@ def test_an_untrained_projection_gives_the_pooled_prototype(tmp_path):
     torch.testing.assert_close(projected["blob"], pooled["blob"], atol=1e-5, rtol=1e-5)
 
 
+def test_a_visual_path_model_saves_prompts_and_exports_without_the_projection(tmp_path):
+    """The projection acts when prompts are set; the checkpoint keeps the prototype rows and ONNX matches PyTorch."""
+    import onnxruntime as ort
+    from ultralytics import YOLO
+
+    model = YOLO(str(visual_yaml(tmp_path)))
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    model.set_classes({"open": "a gap in a trace", "blob": {"image": image, "boxes": [[8, 8, 40, 40]]}})
+    model.save(str(tmp_path / "vis.pt"))
+    loaded = YOLO(str(tmp_path / "vis.pt"))
+    assert loaded.names == {0: "open", 1: "blob"} and loaded.model.model[-1].visual_proj is not None
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = YOLO(str(tmp_path / "vis.pt")).model.fuse(verbose=False).eval()(x)[0].numpy()
+    onnx = loaded.export(format="onnx", imgsz=64)
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=2e-4, rtol=1e-3)
+
+
 def test_a_negative_visual_weight_is_refused(tmp_path):
     from ultralytics import YOLO
 
