@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.names import ordered_names
 
 __all__ = ("main", "parse_args")
 
@@ -107,7 +108,7 @@ def cmd_prompts(args: dict) -> Path:
     from dsmoe_yolo.text.prompts import generate_prompts, write_prompts
 
     data = _data(args, "prompts")
-    names = [str(data["names"][i]) for i in range(len(data["names"]))]
+    names = ordered_names(data["names"])
     model = str(args.get("model") or DEFAULT_LLM)
     prompts, fallbacks = generate_prompts(
         names,
@@ -131,7 +132,7 @@ def cmd_embed(args: dict) -> Path:
     from dsmoe_yolo.text.prompts import load_prompts
 
     data = _data(args, "embed")
-    names = [str(data["names"][i]) for i in range(len(data["names"]))]
+    names = ordered_names(data["names"])
     if args.get("prompts"):
         prompts, source = load_prompts(args["prompts"]), str(args["prompts"])
     else:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.names import ordered_names
 from dsmoe_yolo.text.prompts import normalise_name
 
 __all__ = ("is_union", "union_spec", "load_union", "LabelSpaces", "SPACES")
@@ -93,7 +94,7 @@ def load_union(spec, check=None) -> dict:
             if item in infos:
                 continue
             info = check(item)
-            local = [str(info["names"][i]) for i in range(len(info["names"]))]
+            local = ordered_names(info["names"])
             for n in local:
                 if normalise_name(n) not in keys:
                     keys[normalise_name(n)] = len(names)

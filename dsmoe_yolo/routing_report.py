@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsmoe_yolo.names import ordered_names
 from dsmoe_yolo.nn.base import pop_routing, set_routing_capture
 
 __all__ = ("on_val_start", "on_val_batch_end", "on_val_end", "RoutingStats")
@@ -100,7 +101,7 @@ def on_val_batch_end(validator) -> None:
         if key not in _state["stats"]:
             kinds = [getattr(e, "kind", "?") for e in module.experts]
             _state["stats"][key] = (
-                RoutingStats([str(names[i]) for i in range(len(names))], len(module.experts), kinds),
+                RoutingStats(ordered_names(names), len(module.experts), kinds),
                 module.top_k,
             )
         _state["stats"][key][0].add(indices, classes)

@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from dsmoe_yolo.names import ordered_names
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prompt_swap import table_main  # noqa: E402
 from visual_prompt_check import _labels  # noqa: E402
@@ -68,7 +70,7 @@ def few_shot_table(model: str, data: str, shots=(1, 5), draws: int = 3, imgsz: i
     if not is_open_vocabulary(YOLO(model).model):
         raise SystemExit(f"{model} is not an open-vocabulary DS-MoE model (dsmoe-ov-*.yaml): it takes no prompts")
     info = check_det_dataset(data)
-    names = [str(info["names"][i]) for i in range(len(info["names"]))]
+    names = ordered_names(info["names"])
     described, _ = resolve_prompts(info, names, LOGGER.info)
     train = sorted(p for p in Path(info["train"]).rglob("*") if p.suffix[1:].lower() in IMG_FORMATS)
 

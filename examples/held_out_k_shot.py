@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 
+from dsmoe_yolo.names import ordered_names
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prompt_swap import table_main  # noqa: E402
 from visual_prompt_check import _labels  # noqa: E402
@@ -124,7 +126,7 @@ def k_shot_table(
     if not is_open_vocabulary(YOLO(ov).model):
         raise SystemExit(f"{ov} is not an open-vocabulary DS-MoE model (dsmoe-ov-*.yaml)")
     info = check_det_dataset(data)
-    names = [str(info["names"][i]) for i in range(len(info["names"]))]
+    names = ordered_names(info["names"])
     if held not in names:
         raise SystemExit(f"held={held!r} is not a class of {data} ({names})")
     trained = set(map(str, YOLO(ov).names.values()))

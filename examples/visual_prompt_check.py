@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dsmoe_yolo.names import ordered_names
+
 
 def _labels(image: Path) -> list[tuple[int, list[float]]]:
     import cv2
@@ -44,7 +46,7 @@ def check(model: str, data: str, shots: int = 1, per_class: int = 20, imgsz: int
     from ultralytics.data.utils import IMG_FORMATS, check_det_dataset
 
     info = check_det_dataset(data)
-    names = [str(info["names"][i]) for i in range(len(info["names"]))]
+    names = ordered_names(info["names"])
     val = Path(info["val"])
     images = sorted(p for p in val.rglob("*") if p.suffix[1:].lower() in IMG_FORMATS)
     groups = split(images, names, shots, per_class)

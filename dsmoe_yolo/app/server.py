@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.names import ordered_names
 
 __all__ = (
     "App",
@@ -409,7 +410,7 @@ class App:
 
 def _names(model) -> list[str]:
     names = model.names
-    return [str(names[i]) for i in range(len(names))] if isinstance(names, dict) else [str(n) for n in names]
+    return ordered_names(names)
 
 
 def _model_info(path: str, model, open_vocabulary: bool) -> dict:

@@ -22,6 +22,7 @@ For ``train``, ``prompts=`` names the prompt file for the data's classes (in pla
 from __future__ import annotations
 
 from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.names import ordered_names
 
 __all__ = ("install_run_args", "apply_prompts", "apply_visual_prompts", "exported_metadata")
 
@@ -119,7 +120,7 @@ def _data_names(data) -> tuple[list[str], dict] | None:
         info = load_union(data) if is_union(data) else check_det_dataset(check_file(str(data)))
     except Exception:
         return None
-    return [str(info["names"][i]) for i in range(len(info["names"]))], info
+    return ordered_names(info["names"]), info
 
 
 def _val_data_names(model, data) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dsmoe_yolo.errors import ConfigError
+from dsmoe_yolo.names import ordered_names
 
 __all__ = (
     "bind_for_training",
@@ -99,7 +100,7 @@ def bind_for_training(trainer) -> None:
     texts = class_texts(model)
     if not texts:
         return
-    names = [str(trainer.data["names"][i]) for i in range(len(trainer.data["names"]))]
+    names = ordered_names(trainer.data["names"])
     data, prompt_file = trainer.data, getattr(trainer.args, "prompts", None)
     if prompt_file:  # train arg prompts=: the prompt file for the data's classes, in place of the data YAML's
         if not isinstance(prompt_file, str) or not prompt_file.endswith((".yaml", ".yml")):
