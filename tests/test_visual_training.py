@@ -75,12 +75,12 @@ def test_the_term_trains_the_projection_onto_the_text_rows():
     proj = torch.nn.Linear(8, 8)
     torch.nn.init.eye_(proj.weight), torch.nn.init.zeros_(proj.bias)
     opt = torch.optim.Adam(proj.parameters(), lr=0.05)
-    first = float(visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]))
+    first = float(visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]).detach())
     for _ in range(60):
         opt.zero_grad()
         visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]).backward()
         opt.step()
-    last = float(visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]))
+    last = float(visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]).detach())
     assert last < 0.1 * first, (first, last)
 
 
