@@ -19,12 +19,12 @@ from dsmoe_yolo.visual_prompts import pool_boxes
 from dsmoe_yolo.visual_training import visual_alignment_loss
 
 
-def visual_yaml(tmp_path, weight=0.25):
+def visual_yaml(tmp_path, weight=0.25, target="text"):
     """The shipped open-vocabulary lite YAML with the trained visual path (``visual`` on the head row)."""
     from dsmoe_yolo.assets import CFG_DIR
 
     doc = yaml.safe_load((CFG_DIR / "models" / "dsmoe-ov-lite-yolov8.yaml").read_text())
-    doc["head"][-1][3] = ["nc", {"visual": weight}]
+    doc["head"][-1][3] = ["nc", {"visual": weight, "visual_target": target}]
     path = tmp_path / "dsmoe-ov-lite-vis-yolov8n.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -42,16 +42,17 @@ def test_pool_boxes_sums_the_anchors_whose_centres_lie_in_each_box_on_every_leve
 
 
 def _scene(classes: list[int], dim: int = 8, rows: torch.Tensor | None = None):
-    """Two 32 px images (stride 8 and 16), one 16x16 box each, the box's anchors holding the class's text row."""
+    """32 px images (stride 8 and 16), one 16x16 box each, the box's anchors holding the class's text row."""
     text = torch.eye(dim)[:3] if rows is None else rows
-    levels = [torch.randn(2, dim, 4, 4) * 0.05, torch.randn(2, dim, 2, 2) * 0.05]
+    n = len(classes)
+    levels = [torch.randn(n, dim, 4, 4) * 0.05, torch.randn(n, dim, 2, 2) * 0.05]
     for b, c in enumerate(classes):  # the box covers the top-left 2x2 of level 0 and the top-left anchor of level 1
         levels[0][b, :, :2, :2] += text[c][:, None, None]
         levels[1][b, :, 0, 0] += text[c]
     batch = {
-        "batch_idx": torch.tensor([0.0, 1.0]),
+        "batch_idx": torch.arange(n, dtype=torch.float32),
         "cls": torch.tensor([[float(c)] for c in classes]),
-        "bboxes": torch.tensor([[0.25, 0.25, 0.5, 0.5]] * 2),  # normalised xywh: pixels 0-16
+        "bboxes": torch.tensor([[0.25, 0.25, 0.5, 0.5]] * n),  # normalised xywh: pixels 0-16
     }
     return levels, text, batch
 
@@ -82,6 +83,19 @@ def test_the_term_trains_the_projection_onto_the_text_rows():
         opt.step()
     last = float(visual_alignment_loss(levels, text, proj, batch, [8.0, 16.0]).detach())
     assert last < 0.1 * first, (first, last)
+
+
+def test_against_prototypes_a_box_must_be_nearest_its_class_in_the_other_images():
+    torch.manual_seed(0)
+    identity = torch.nn.Identity()
+    levels, text, batch = _scene([0, 0, 1, 1, 2, 2])
+    right = visual_alignment_loss(levels, text, identity, batch, [8.0, 16.0], target="prototypes")
+    swapped = {**batch, "cls": torch.tensor([[0.0], [1.0], [0.0], [1.0], [2.0], [2.0]])}  # 0 and 1 mixed up
+    wrong = visual_alignment_loss(levels, text, identity, swapped, [8.0, 16.0], target="prototypes")
+    assert float(right) < 0.01 and float(wrong) > 1.0
+    # a class seen in one image only has no prototype for that image: its boxes are skipped, not scored against 0
+    levels, text, batch = _scene([0, 1])
+    assert float(visual_alignment_loss(levels, text, identity, batch, [8.0, 16.0], target="prototypes")) == 0.0
 
 
 def test_a_box_that_covers_no_anchor_centre_is_skipped():
@@ -172,11 +186,13 @@ def test_a_visual_path_model_saves_prompts_and_exports_without_the_projection(tm
     np.testing.assert_allclose(got, expected, atol=2e-4, rtol=1e-3)
 
 
-def test_a_negative_visual_weight_is_refused(tmp_path):
+def test_a_negative_visual_weight_or_an_unknown_target_is_refused(tmp_path):
     from ultralytics import YOLO
 
     with pytest.raises(Exception, match="visual alignment weight must be a number >= 0"):
         YOLO(str(visual_yaml(tmp_path, weight=-1)))
+    with pytest.raises(Exception, match="visual_target='proto': use 'text' or 'prototypes'"):
+        YOLO(str(visual_yaml(tmp_path, target="proto")))
 
 
 @pytest.mark.slow
@@ -233,3 +249,22 @@ def test_boxes_of_one_synthetic_board_find_their_class_on_the_other_boards(tmp_p
                 right += int(result.boxes.cls[row.argmax()]) == cls[g]
     assert found >= 50, f"only {found} labelled defects detected at IoU >= 0.5"
     assert right / found > 0.5, f"{right} of {found} detected defects got the class whose boxes prompted it"
+
+
+def test_the_criterion_passes_the_heads_target(tmp_path, monkeypatch):
+    from ultralytics import YOLO
+
+    from dsmoe_yolo import visual_training
+
+    seen = []
+    monkeypatch.setattr(
+        visual_training, "visual_alignment_loss", lambda *a: seen.append(a[-1]) or torch.zeros((), requires_grad=True)
+    )
+    model = YOLO(str(visual_yaml(tmp_path, target="prototypes")))
+    model.set_classes(["open", "short"], embeddings=torch.randn(2, 384))
+    net = model.model
+    net.args = SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
+    batch = {"img": torch.rand(1, 3, 64, 64), "batch_idx": torch.zeros(1), "cls": torch.zeros(1, 1)}
+    net.train()
+    net.loss({**batch, "bboxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])})
+    assert seen == ["prototypes"]

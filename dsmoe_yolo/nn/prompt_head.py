@@ -43,6 +43,8 @@ class PromptDetect(WorldDetect, YAMLLayer):
         with_bn (bool): BatchNorm contrastive head (True) or L2-normalised cosine (False).
         reg_max (int): DFL bins, as ``Detect``.
         visual (float): Weight of the trained visual path's alignment term; > 0 adds ``visual_proj`` (module docstring).
+        visual_target (str): What the term compares a box with: ``"text"`` (its class's text row) or ``"prototypes"``
+            (its class's boxes in the other images of the batch); ``dsmoe_yolo.visual_training``.
 
     Examples:
         >>> head = PromptDetect([32, 64, 128, 16], nc=3)
@@ -54,16 +56,26 @@ class PromptDetect(WorldDetect, YAMLLayer):
     multi_input = True
     text_inputs = (3,)
 
-    def __init__(self, c1: list[int], nc: int = 80, with_bn: bool = True, reg_max: int = 16, visual: float = 0.0):
+    def __init__(
+        self,
+        c1: list[int],
+        nc: int = 80,
+        with_bn: bool = True,
+        reg_max: int = 16,
+        visual: float = 0.0,
+        visual_target: str = "text",
+    ):
         if len(c1) < 2:
             raise ValueError(f"PromptDetect takes the detection levels then the ClassText row, got {len(c1)} input(s)")
         if not isinstance(visual, (int, float)) or visual < 0:
             raise ValueError(f"PromptDetect visual={visual!r}: the visual alignment weight must be a number >= 0")
+        if visual_target not in ("text", "prototypes"):
+            raise ValueError(f"PromptDetect visual_target={visual_target!r}: use 'text' or 'prototypes'")
         *ch, c_text = c1
         # built for one class so that no layer width depends on the class count (stock sizes cv3 by nc up to 100)
         super().__init__(nc=1, embed=c_text, with_bn=with_bn, reg_max=reg_max, ch=tuple(ch))
         self.nc, self.no = nc, nc + reg_max * 4
-        self.visual = float(visual)
+        self.visual, self.visual_target = float(visual), visual_target
         if visual > 0:
             self.visual_proj = nn.Linear(c_text, c_text)
             nn.init.eye_(self.visual_proj.weight)  # untrained, it is the pooled prototype itself
