@@ -148,26 +148,30 @@ for held in crazing patches scratches; do
 done
 
 # 10. The trained visual path (issue "Visual prompts", item 2): the open-vocabulary lite-n with the head's visual
-#     projection and alignment term (PromptDetect visual=0.25), on step 9's patches-held-out copy with step 9's recipe,
-#     then held_out_k_shot.py's no-training rows: boxes projected by the trained path vs the untrained pooled mean on
-#     the same checkpoint, read against step 9's plain checkpoint (its visual rows are the pooled mean).
-python - "$OUT/dsmoe-ov-lite-vis-yolov8n.yaml" <<'PY'
+#     projection and training term (PromptDetect visual=0.25), once against the class text rows (visual_target=text) and
+#     once against prototypes from the other images of the batch (visual_target=prototypes), on step 9's
+#     patches-held-out copy with step 9's recipe; then held_out_k_shot.py's no-training rows: boxes projected by the
+#     trained path vs the untrained pooled mean on the same checkpoint, read against step 9's plain checkpoint.
+for target in text prototypes; do
+    python - "$OUT/dsmoe-ov-lite-vis-$target-yolov8n.yaml" "$target" <<'PY'
 import sys, yaml
 from pathlib import Path
 from dsmoe_yolo.assets import CFG_DIR
 doc = yaml.safe_load((CFG_DIR / "models" / "dsmoe-ov-lite-yolov8.yaml").read_text())
-doc["head"][-1][3] = ["nc", {"visual": 0.25}]
+doc["head"][-1][3] = ["nc", {"visual": 0.25, "visual_target": sys.argv[2]}]
 Path(sys.argv[1]).write_text(yaml.safe_dump(doc, sort_keys=False))
 PY
-run="$OUT/neu-det-no-patches/dsmoe-ov-lite-vis-yolov8n"
-case $(state "$run") in
-    resume) yolo train resume model="$run/weights/last.pt" ;;
-    restart) yolo train model="$OUT/dsmoe-ov-lite-vis-yolov8n.yaml" data="$OUT/loco/neu-det-no-patches/data.yaml" \
-        epochs=30 imgsz=224 batch=16 seed=0 deterministic=True val=False project="$OUT/neu-det-no-patches" \
-        name=dsmoe-ov-lite-vis-yolov8n exist_ok=True ;;
-esac > "$OUT/neu-det-no-patches-vis.log" 2>&1
-python "$ROOT/examples/held_out_k_shot.py" model="$run/weights/best.pt" data="$NEU" held=patches shots=1,5,10 \
-    seeds=0,1 finetune=False imgsz=224 project="$OUT/k-shot-patches-vis" out="$OUT/k-shot-neu-det-patches-vis.md"
+    run="$OUT/neu-det-no-patches/dsmoe-ov-lite-vis-$target-yolov8n"
+    case $(state "$run") in
+        resume) yolo train resume model="$run/weights/last.pt" ;;
+        restart) yolo train model="$OUT/dsmoe-ov-lite-vis-$target-yolov8n.yaml" \
+            data="$OUT/loco/neu-det-no-patches/data.yaml" epochs=30 imgsz=224 batch=16 seed=0 deterministic=True \
+            val=False project="$OUT/neu-det-no-patches" name="dsmoe-ov-lite-vis-$target-yolov8n" exist_ok=True ;;
+    esac > "$OUT/neu-det-no-patches-vis-$target.log" 2>&1
+    python "$ROOT/examples/held_out_k_shot.py" model="$run/weights/best.pt" data="$NEU" held=patches shots=1,5,10 \
+        seeds=0,1 finetune=False imgsz=224 project="$OUT/k-shot-patches-vis-$target" \
+        out="$OUT/k-shot-neu-det-patches-vis-$target.md"
+done
 python "$ROOT/examples/held_out_k_shot.py" model="$OUT/neu-det-no-patches/dsmoe-ov-lite-yolov8n/weights/best.pt" \
     data="$NEU" held=patches shots=1,5,10 seeds=0,1 finetune=False imgsz=224 project="$OUT/k-shot-patches-plain" \
     out="$OUT/k-shot-neu-det-patches-plain.md"

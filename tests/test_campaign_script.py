@@ -180,17 +180,19 @@ def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_ti
 
 def test_the_trained_visual_path_is_trained_like_step_9_and_compared_with_the_plain_model(calls):
     data, out, lines = calls
-    vis_yaml = out / "dsmoe-ov-lite-vis-yolov8n.yaml"
-    (vis,) = [x.split()[2:] for x in lines if x.startswith("yolo train ") and str(vis_yaml) in x]
     (plain,) = [
         x.split()[2:]
         for x in lines
         if x.startswith("yolo train model=dsmoe-ov-lite-yolov8n.yaml") and "no-patches/" in x
     ]
-    assert vis[1:-2] == plain[1:-2]  # the same data and recipe; other model, name (and exist_ok after it)
     tables = [x.split()[1:] for x in lines if "held_out_k_shot.py" in x and "finetune=False" in x]
+    for target in ("text", "prototypes"):
+        (vis,) = [x.split()[2:] for x in lines if x.startswith("yolo train ") and f"-vis-{target}-yolov8n.yaml" in x]
+        assert vis[0] == f"model={out}/dsmoe-ov-lite-vis-{target}-yolov8n.yaml"
+        assert vis[1:-2] == plain[1:-2]  # the same data and recipe; other model, name (and exist_ok after it)
     assert [t[1] for t in tables] == [
-        f"model={out}/neu-det-no-patches/dsmoe-ov-lite-vis-yolov8n/weights/best.pt",
+        f"model={out}/neu-det-no-patches/dsmoe-ov-lite-vis-text-yolov8n/weights/best.pt",
+        f"model={out}/neu-det-no-patches/dsmoe-ov-lite-vis-prototypes-yolov8n/weights/best.pt",
         f"model={out}/neu-det-no-patches/dsmoe-ov-lite-yolov8n/weights/best.pt",
     ]
     assert all(

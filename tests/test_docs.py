@@ -36,7 +36,8 @@ USER_FILES = {
     "neu-det-5.yaml",
     "neu-det-25.yaml",
     # written by step 10 of examples/cpu_campaign.sh (the lite open-vocabulary YAML with PromptDetect visual=0.25)
-    "dsmoe-ov-lite-vis-yolov8n.yaml",
+    "dsmoe-ov-lite-vis-text-yolov8n.yaml",
+    "dsmoe-ov-lite-vis-prototypes-yolov8n.yaml",
 }
 FILE_KEYS = ("model", "models", "data", "cfg", "prompts")
 
