@@ -22,8 +22,10 @@ tried and scored lower (docs/prompts.md).
 
 Trained visual path: a head built with ``visual > 0`` (``PromptDetect``) holds a projection ``visual_proj`` learnt
 during training (``dsmoe_yolo.visual_training``: each ground-truth box's pooled embedding, projected, must pick its
-class among the class text rows). On such a model each box's pooled embedding is projected before the mean, so the
-prototype lands where that class's text row lands; on other models the prototype is the untrained pooled mean.
+class among the class text rows, or its class's boxes in other images). On such a model each box's pooled embedding
+is projected before the mean; on other models the prototype is the untrained pooled mean. The shipped YAMLs have no
+visual path: on a NEU-DET class held out of training both trained variants found it worse from boxes than the pooled
+mean and cost the trained classes 4-8 AP50 points (docs/results.md, "The trained visual path").
 """
 
 from __future__ import annotations

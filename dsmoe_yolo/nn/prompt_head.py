@@ -16,7 +16,8 @@ Trained visual path (``visual > 0``): the head also holds ``visual_proj``, a (c_
 start, that turns a box's pooled embedding into a class-text row; during training each forward leaves the normalised
 per-anchor embeddings and ``T`` in ``aux_outputs`` for the alignment term (``dsmoe_yolo.visual_training``, weight
 ``visual``). Visual prompts on such a model are projected (``dsmoe_yolo.visual_prompts``). Not part of any exported
-graph: prototypes are computed when the prompts are set and stored as rows of ``T``.
+graph: prototypes are computed when the prompts are set and stored as rows of ``T``. Off in the shipped YAMLs: measured
+on an unseen NEU-DET class it made visual prompts worse than the untrained pooled mean (docs/results.md).
 """
 
 from __future__ import annotations
