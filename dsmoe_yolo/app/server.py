@@ -409,8 +409,7 @@ class App:
 
 
 def _names(model) -> list[str]:
-    names = model.names
-    return ordered_names(names)
+    return ordered_names(model.names)
 
 
 def _model_info(path: str, model, open_vocabulary: bool) -> dict:
