@@ -75,6 +75,7 @@ __all__ = (
     "loss_config",
     "cv_squared",
     "switch_balance",
+    "moe_balance",
     "ciou_loss",
 )
 
@@ -127,6 +128,17 @@ def switch_balance(probs: torch.Tensor, load: torch.Tensor) -> torch.Tensor:
     n = probs.shape[-1]
     f = load.float() / load.sum().clamp_min(1)
     return n * (f * probs.float().mean(0)).sum() - 1
+
+
+def moe_balance(probs: torch.Tensor, load: torch.Tensor, kind: str = "cv2") -> torch.Tensor:
+    """Load-balance term of one MoE layer from its gate probabilities (B, N) and selections per expert (N,):
+    ``cv2`` (importance), ``switch`` or ``both`` (their sum); 0 for uniform routing."""
+    term = probs.new_zeros(())
+    if kind in ("cv2", "both"):
+        term = term + cv_squared(probs.sum(0))
+    if kind in ("switch", "both"):
+        term = term + switch_balance(probs, load)
+    return term
 
 
 def loss_config(yaml: dict) -> dict | None:
@@ -246,11 +258,7 @@ class DSMoEDetectionLoss(v8DetectionLoss):
         for m in self.aux_layers:
             aux = pop_aux_outputs(m)
             if "moe_probs" in aux:
-                probs, load = aux["moe_probs"], aux["moe_load"]
-                if self.balance in ("cv2", "both"):
-                    moe = moe + cv_squared(probs.sum(0))
-                if self.balance in ("switch", "both"):
-                    moe = moe + switch_balance(probs, load)
+                moe = moe + moe_balance(aux["moe_probs"], aux["moe_load"], self.balance)
             if "align" in aux:
                 align = align + aux["align"]
             if "hyp_angle" in aux:

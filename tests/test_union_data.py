@@ -97,7 +97,7 @@ def test_yolo_train_on_two_datasets_reports_each(two_datasets, tmp_path):
     spec = tmp_path / "union.yaml"
     spec.write_text(f"yolo_data: [{neu}, {pcb}]\n")
     out = run_cli(
-        f"yolo train model=dsmoe-ov-lite-yolov8n.yaml data={spec} epochs=1 imgsz=64 batch=8 workers=0 "
+        f"yolo train model=dsmoe-ov-lite-yolov8n.yaml data={spec} epochs=2 imgsz=64 batch=8 workers=0 val=False "
         f"project={tmp_path} name=u plots=False",
         cwd=tmp_path,
     )
@@ -109,8 +109,15 @@ def test_yolo_train_on_two_datasets_reports_each(two_datasets, tmp_path):
     for name in ("neu-det-mini", "pcb-renamed"):
         assert f"DS-MoE data: {name}: mAP50" in text
     with open(tmp_path / "u" / "results.csv") as f:
-        header = next(csv.reader(f))
-    assert {"metrics/mAP50-95(neu-det-mini)", "metrics/mAP50-95(pcb-renamed)"} <= {h.strip() for h in header}
+        header, *rows = list(csv.reader(f))
+    header = [h.strip() for h in header]
+    assert {"metrics/mAP50-95(neu-det-mini)", "metrics/mAP50-95(pcb-renamed)"} <= set(header)
+    # val=False: epoch 1 is not validated, epoch 2 is; both rows have every column (a ragged row breaks results.png)
+    assert len(rows) == 2 and all(len(r) == len(header) for r in rows)
+    last = dict(zip(header, (float(v) for v in rows[-1])))
+    for name in ("neu-det-mini", "pcb-renamed"):  # the value under each dataset's column is that dataset's
+        logged = text.split(f"DS-MoE data: {name}: mAP50 ")[-1].split(",")[0]
+        assert f"{last[f'metrics/mAP50({name})']:.3f}" == logged
     ckpt = torch.load(tmp_path / "u" / "weights" / "best.pt", weights_only=False)
     assert list(ckpt["model"].names.values())[5] == "scratches" and len(ckpt["model"].names) == 11
     SPACES.clear()

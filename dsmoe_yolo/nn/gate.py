@@ -31,6 +31,19 @@ whose pooled features are dominated by the board that every image shares):
 - during training Gaussian noise (std ``noise``, in units of the tempered logits) is added before the top-k,
   Shazeer et al.'s noisy top-k gating. Evaluation is deterministic.
 
+Image routing (``image_routing=True``, off by default). The text-derived keys have a blind spot that the multi-dataset
+pretraining exposed (docs/results.md, step 7): each K_e is a convex mix of the nc class texts pushed through one
+linear map, so the N keys span at most nc directions. With one class prompt (KolektorSDD "defect", CrackForest "crack")
+all N keys are equal, every logit ties and the same k experts win on every image (seen: e18, e20-e23 for both
+datasets); with six classes the image can only choose among mixes of six directions (DeepPCB: 99 % of images to one
+set). ``K_e = W_k sum_k softmax_k(u_e . t_k) t_k + b_e`` gives each expert a direction of its own, learned, so the
+image-dependent query q can tell N experts apart whatever the class count; the text still moves every key. Free keys
+alone did not spread the routing (a 10-epoch probe on three small datasets: the same four experts for every image of
+every dataset): q shares a large image-independent part (the LayerNorm's bias, the mean of v * tbar), so q . b_e
+ranks the experts once for all images. Image routing therefore also standardises q with running statistics (as the
+pooled descriptor): every expert's logit then has mean 0 over the training images, and only what differs between
+images ranks the experts. Both fold into the keys for inference (``folded``).
+
 The temperature is stored as log(tau), initialised at log(0.1) and clamped to [0.01, 10] so it can neither collapse
 to 0 nor overflow. Routing itself is the small pure function :func:`route`.
 """
@@ -121,6 +134,9 @@ class ExpertGate(nn.Module):
         tau (float): Initial temperature (0.1 in the paper).
         noise (float): Std of the training-time routing noise (0 disables it).
         heads (int): Co-attention heads (must divide ``hidden``).
+        image_routing (bool): A learned key per expert, b_e (N, h), added to the text-derived keys, and the query
+            standardised with running statistics (module docstring, "Image routing"). Off by default: the paper's
+            form, and every checkpoint trained before it.
 
     Examples:
         >>> gate = ExpertGate(32, 16, n_experts=8)
@@ -139,6 +155,7 @@ class ExpertGate(nn.Module):
         tau: float = 0.1,
         noise: float = 0.5,
         heads: int = 4,
+        image_routing: bool = False,
     ):
         super().__init__()
         self.n_experts = n_experts
@@ -162,6 +179,9 @@ class ExpertGate(nn.Module):
         self.text_out = nn.Linear(hidden, hidden)  # W_o
         self.expert_queries = nn.Parameter(torch.randn(n_experts, hidden))  # u_e
         self.key_proj = nn.Linear(hidden, hidden)  # W_k
+        # image routing: b_e, one free key per expert (~unit norm), and the query centred on its running mean
+        self.key_offsets = nn.Parameter(torch.randn(n_experts, hidden) * hidden**-0.5) if image_routing else None
+        self.query_centre = RunningStandardize(hidden) if image_routing else None
         self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
         self.scale = hidden**-0.5
 
@@ -171,9 +191,12 @@ class ExpertGate(nn.Module):
         return self.log_tau.clamp(*LOG_TAU_RANGE).exp()
 
     def keys(self, t: torch.Tensor) -> torch.Tensor:
-        """Expert keys K (N, h) attention-pooled from the projected class text t (nc, h)."""
+        """Expert keys K (N, h) attention-pooled from the projected class text t (nc, h), plus the free keys b_e
+        when the gate has them."""
         mix = torch.softmax(self.expert_queries @ t.T * self.scale, dim=-1)  # (N, nc)
-        return self.key_proj(mix @ t)
+        keys = self.key_proj(mix @ t)
+        offsets = getattr(self, "key_offsets", None)  # absent from gates pickled before free keys existed
+        return keys if offsets is None else keys + offsets.to(keys.dtype)
 
     def text_side(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the gate derives from the class text (nc, d) alone: t (nc, h) and the expert keys K (N, h)."""
@@ -200,6 +223,9 @@ class ExpertGate(nn.Module):
         )  # (B, H, nc)
         tbar = self.text_out(torch.einsum("bak,kad->bad", back, th).reshape(b, -1))
         q = self.norm(v + v * tbar)
+        centre = getattr(self, "query_centre", None)  # absent from gates pickled before image routing existed
+        if centre is not None:
+            q = centre(q)
         return q @ keys.T * self.scale
 
     def folded(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -234,6 +260,7 @@ class ExpertGate(nn.Module):
             "ev_w": self.evidence_out.weight * r_out[:, None] / nc,  # the mean over classes, too
             "ev_b": self.evidence_out.bias * r_out,
             "keys": keys.T * (self.scale / self.tau),  # (h, N), the routing temperature included
+            **self._folded_query_centre(keys),
         }
 
     def folded_logits(self, feats: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -251,7 +278,19 @@ class ExpertGate(nn.Module):
         back = torch.softmax((v @ f["back"]).view(b, -1, heads), dim=1)  # (B, nc, H): over classes
         tbar = torch.addmm(f["mix_b"], back.flatten(1), f["mix_w"])
         q = F.layer_norm(v + v * tbar, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        if "keys_bias" in f:  # image routing: the query standardisation folded into the keys
+            return torch.addmm(f["keys_bias"], q, f["keys"])
         return q @ f["keys"]
+
+    def _folded_query_centre(self, keys: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(q - m) r @ K^T s = q @ (r K^T s) - (m r) @ K^T s``: the query standardisation of image routing folded
+        into the keys (scaled ``keys`` and a per-expert bias); empty without it."""
+        centre = getattr(self, "query_centre", None)
+        if centre is None:
+            return {}
+        r = torch.rsqrt(centre.running_var + centre.eps)
+        k = keys.T * (self.scale / self.tau)  # (h, N)
+        return {"keys": k * r[:, None], "keys_bias": -(centre.running_mean * r) @ k}
 
     def forward(self, feats: torch.Tensor, text: torch.Tensor, text_side=None):
         """Return (weights (B, k), indices (B, k), probs (B, N)); ``text_side``: as in ``logits``, or the dict of

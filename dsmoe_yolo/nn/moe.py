@@ -54,6 +54,9 @@ class SparseMoE(YAMLLayer):
         noise (float): Training-time routing noise of the gate (0 disables it).
         kernel (int): Kernel length of the local experts.
         heads (int): Heads of the gate's co-attention (keyword only: ``{heads: 4}`` in YAML).
+        image_routing (bool): Free expert keys and a centred query in the gate (keyword only; ``gate.py``).
+        balance (float): Weight of a load-balance term added to a model trained with the stock loss (no ``loss:``
+            key; ``routing_balance.py``); 0 adds none. The DS-MoE loss has its own (``loss: {moe: ...}``).
 
     Examples:
         >>> moe = SparseMoE([32, 16], 32, experts=8)
@@ -79,6 +82,8 @@ class SparseMoE(YAMLLayer):
         noise: float = 0.5,
         *,
         heads: int = 4,
+        image_routing: bool = False,
+        balance: float = 0.0,
     ):
         super().__init__()
         if len(c1) != 2:
@@ -90,8 +95,11 @@ class SparseMoE(YAMLLayer):
                 f"SparseMoE needs at least one local, one global and one cross-modal expert: experts={experts}, "
                 f"n_local={n_local}, n_global={n_global}"
             )
+        if not isinstance(balance, (int, float)) or balance < 0:
+            raise ValueError(f"SparseMoE balance={balance!r} must be a non-negative number (0 adds no term)")
         c, d = c1
-        self.gate = ExpertGate(c, d, experts, top_k, hidden, tau, noise, heads)
+        self.gate = ExpertGate(c, d, experts, top_k, hidden, tau, noise, heads, image_routing=bool(image_routing))
+        self.balance = float(balance)
         kinds = [LocalAnisotropicExpert] * n_local + [GlobalPyramidExpert] * n_global
         kinds += [CrossModalExpert] * (experts - n_local - n_global)
         self.experts = nn.ModuleList(

@@ -129,6 +129,7 @@ def install_callbacks() -> None:
     internals.check_module(base)
     wanted = {
         "on_pretrain_routine_start": [_default_data],
+        "on_pretrain_routine_end": [_lazy("dsmoe_yolo.plugin.union", "member_metric_columns")],
         "on_train_epoch_start": [_set_epoch],
         "on_val_start": [_lazy("dsmoe_yolo.routing_report", "on_val_start")],
         "on_val_batch_end": [_lazy("dsmoe_yolo.routing_report", "on_val_batch_end")],
@@ -143,7 +144,8 @@ def install_callbacks() -> None:
 
 def install_criterion(tasks) -> None:
     """``DetectionModel.init_criterion``: a YAML with ``loss: qfocal_ciou`` gets the DS-MoE loss, others stock; an
-    open-vocabulary head with a trained visual path adds its alignment term (``visual_training``)."""
+    open-vocabulary head with a trained visual path adds its alignment term (``visual_training``), a SparseMoE row
+    with ``balance`` its load-balance term (``routing_balance``)."""
     cls = tasks.DetectionModel
     stock = cls.init_criterion
     if getattr(stock, "_dsmoe_hook", None):
@@ -152,9 +154,10 @@ def install_criterion(tasks) -> None:
     def init_criterion(self):
         from dsmoe_yolo.loss import criterion_for
         from dsmoe_yolo.plugin.union import masked_criterion
+        from dsmoe_yolo.routing_balance import balance_criterion
         from dsmoe_yolo.visual_training import visual_criterion
 
-        return visual_criterion(masked_criterion(criterion_for(self) or stock(self)), self)
+        return visual_criterion(balance_criterion(masked_criterion(criterion_for(self) or stock(self)), self), self)
 
     init_criterion._dsmoe_hook, init_criterion.stock = "full", stock
     cls.init_criterion = init_criterion

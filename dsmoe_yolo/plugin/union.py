@@ -8,6 +8,7 @@ hook                                                what it adds for a multi-dat
 ``DetectionModel.init_criterion`` (``hooks``)       the class loss masked to the classes of each image's dataset
 ``DetectionValidator.update_metrics``               predictions of classes the image's dataset does not annotate dropped
 ``DetectionValidator.get_stats``                    ``metrics/mAP50(<dataset>)`` and ``metrics/mAP50-95(<dataset>)``
+``on_pretrain_routine_end`` callback (``hooks``)     the same columns in every ``results.csv`` row, from the first
 ==================================================  ===============================================================
 """
 
@@ -26,6 +27,7 @@ __all__ = (
     "install_validator",
     "MaskedCriterion",
     "masked_criterion",
+    "member_metric_columns",
 )
 
 
@@ -161,3 +163,22 @@ def install_validator(module) -> None:
     update_metrics._dsmoe_hook, update_metrics.stock = "full", stock_update
     get_stats._dsmoe_hook, get_stats.stock = "full", stock_stats
     cls.update_metrics, cls.get_stats = update_metrics, get_stats
+
+
+def member_metric_columns(trainer) -> None:
+    """Callback ``on_pretrain_routine_end``: the per-dataset columns (0 until a validation fills them) in the trainer's
+    metrics, where ``get_stats`` puts them (after the stock metrics, before the val losses).
+
+    Without them an epoch that does not validate (``val=False``: every epoch but the last) writes fewer columns than
+    the validated last one, and ``results.csv`` gets a ragged last row that ``results.png`` fails to plot.
+    """
+    members = SPACES.members("val")
+    if not members or not isinstance(getattr(trainer, "metrics", None), dict):
+        return
+    items = [(k, v) for k, v in trainer.metrics.items()]
+    cut = next((i for i, (k, _) in enumerate(items) if k.startswith("val/")), len(items))
+    extra = []
+    for name, _ in members:
+        extra += [(f"metrics/mAP50({name})", 0.0), (f"metrics/mAP50-95({name})", 0.0)]
+    extra = [(k, v) for k, v in extra if k not in trainer.metrics]
+    trainer.metrics = dict(items[:cut] + extra + items[cut:])
