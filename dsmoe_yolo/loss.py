@@ -76,6 +76,7 @@ __all__ = (
     "cv_squared",
     "switch_balance",
     "moe_balance",
+    "AddedTermCriterion",
     "ciou_loss",
 )
 
@@ -317,3 +318,33 @@ class ScaledBCE(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """BCE of logits ``pred`` against targets in [0, 1], same shape, no reduction."""
         return self.loss_weight * F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+
+
+class AddedTermCriterion:
+    """Wraps a detection criterion and appends one named term to its loss vector and items.
+
+    Subclasses set ``name`` and implement ``term(batch)``: the weighted term (a 0-dim tensor) from what the layers
+    recorded in their latest forward, or None when nothing was recorded (an evaluation forward: the validator's loss).
+    It is read before the inner criterion runs, because the DS-MoE criteria clear every layer's auxiliary outputs.
+    """
+
+    name = "term"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def term(self, batch) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def __call__(self, preds, batch):
+        term = self.term(batch)
+        loss, items = self.inner(preds, batch)
+        term = torch.zeros((), device=loss.device) if term is None else term.to(loss.device)
+        batch_size = len(batch["img"]) if "img" in batch else 1
+        total = torch.cat([loss.reshape(-1), (term * batch_size).reshape(1).to(loss.dtype)])
+        return total, {**items, self.name: term.detach()}
+
+    def __getattr__(self, name):
+        if name == "inner":  # unpickling: before __dict__ is filled
+            raise AttributeError(name)
+        return getattr(self.inner, name)

@@ -17,38 +17,30 @@ A model whose YAML selects the DS-MoE loss (``loss: qfocal_ciou`` / ``bce_iou``)
 
 from __future__ import annotations
 
-import torch
-
 from dsmoe_yolo.errors import ConfigError
-from dsmoe_yolo.loss import loss_config, moe_balance
+from dsmoe_yolo.loss import AddedTermCriterion, loss_config, moe_balance
 from dsmoe_yolo.nn.base import pop_aux_outputs
 
 __all__ = ("RoutingBalanceCriterion", "balance_criterion")
 
 
-class RoutingBalanceCriterion:
+class RoutingBalanceCriterion(AddedTermCriterion):
     """Wraps a detection criterion: adds ``moe_loss`` (module docstring) for ``layers`` (SparseMoE with balance > 0)."""
 
-    def __init__(self, inner, layers):
-        self.inner, self.layers = inner, list(layers)
+    name = "moe_loss"
 
-    def __call__(self, preds, batch):
+    def __init__(self, inner, layers):
+        super().__init__(inner)
+        self.layers = list(layers)
+
+    def term(self, batch):
         term = None
         for layer in self.layers:
             aux = pop_aux_outputs(layer)
             if "moe_probs" in aux:
                 part = layer.balance * moe_balance(aux["moe_probs"], aux["moe_load"], "both")
                 term = part if term is None else term + part
-        loss, items = self.inner(preds, batch)
-        term = torch.zeros((), device=loss.device) if term is None else term.to(loss.device)
-        batch_size = len(batch["img"]) if "img" in batch else 1
-        total = torch.cat([loss.reshape(-1), (term * batch_size).reshape(1).to(loss.dtype)])
-        return total, {**items, "moe_loss": term.detach()}
-
-    def __getattr__(self, name):
-        if name in ("inner", "layers"):  # unpickling: before __dict__ is filled
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+        return term
 
 
 def balance_criterion(criterion, model):

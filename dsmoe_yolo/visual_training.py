@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dsmoe_yolo.loss import AddedTermCriterion
 from dsmoe_yolo.nn.base import pop_aux_outputs
 from dsmoe_yolo.visual_prompts import pool_boxes
 
@@ -101,31 +102,24 @@ def _prototype_logits(v: torch.Tensor, labels: torch.Tensor, images: torch.Tenso
     return TEMPERATURE * torch.einsum("gc,gkc->gk", v, prototypes), left > 0
 
 
-class VisualAlignCriterion:
+class VisualAlignCriterion(AddedTermCriterion):
     """Wraps a detection criterion: adds ``vis_loss`` (module docstring), read from the head's latest forward."""
 
+    name = "vis_loss"
+
     def __init__(self, inner, head):
-        self.inner, self.head = inner, head
+        super().__init__(inner)
+        self.head = head
 
-    def __call__(self, preds, batch):
-        aux = pop_aux_outputs(self.head).get("visual")  # before inner: DS-MoE criteria clear every layer's aux
-        loss, items = self.inner(preds, batch)
-        if aux is None:  # an evaluation forward (the validator's loss): no embeddings were kept
-            term = torch.zeros((), device=loss.device)
-        else:
-            levels, text = aux
-            target = getattr(self.head, "visual_target", "text")
-            term = self.head.visual * visual_alignment_loss(
-                levels, text, self.head.visual_proj, batch, self.head.stride.tolist(), target
-            )
-        batch_size = len(batch["img"]) if "img" in batch else 1
-        total = torch.cat([loss.reshape(-1), (term * batch_size).reshape(1).to(loss.dtype)])
-        return total, {**items, "vis_loss": term.detach()}
-
-    def __getattr__(self, name):
-        if name in ("inner", "head"):  # unpickling: before __dict__ is filled
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def term(self, batch):
+        aux = pop_aux_outputs(self.head).get("visual")
+        if aux is None:  # an evaluation forward: no embeddings were kept
+            return None
+        levels, text = aux
+        target = getattr(self.head, "visual_target", "text")
+        return self.head.visual * visual_alignment_loss(
+            levels, text, self.head.visual_proj, batch, self.head.stride.tolist(), target
+        )
 
 
 def visual_criterion(criterion, model):
