@@ -175,3 +175,38 @@ done
 python "$ROOT/examples/held_out_k_shot.py" model="$OUT/neu-det-no-patches/dsmoe-ov-lite-yolov8n/weights/best.pt" \
     data="$NEU" held=patches shots=1,5,10 seeds=0,1 finetune=False imgsz=224 project="$OUT/k-shot-patches-plain" \
     out="$OUT/k-shot-neu-det-patches-plain.md"
+
+# 11. Routing (issue 32, item 4): step 6's routing table showed the gate collapsing (the same five experts for every
+#     image of a dataset; identical for the two one-class sets, whose 32 text-derived expert keys are one vector).
+#     Two variants of the open-vocabulary lite-n pretrained exactly as step 6, side by side: `routed`, the SparseMoE
+#     row with image routing (a free key per expert, the query standardised) and a load-balance term on the stock
+#     loss ({image_routing: true, balance: 0.05}); `dense`, the sparse MoE replaced by one dense text-conditioned
+#     layer (examples/ablations.py's "dense"). Then step 7's routing table for the routed model, and step 8's 5 %
+#     transfer from it (two seeds), read against the plain union start.
+for variant in routed dense; do
+    python - "$OUT/dsmoe-ov-lite-$variant-yolov8n.yaml" "$variant" <<'PY'
+import sys, yaml
+from pathlib import Path
+from dsmoe_yolo.assets import CFG_DIR
+doc = yaml.safe_load((CFG_DIR / "models" / "dsmoe-ov-lite-yolov8.yaml").read_text())
+i = next(i for i, row in enumerate(doc["head"]) if row[2] == "SparseMoE")
+if sys.argv[2] == "routed":
+    doc["head"][i][3] = [doc["head"][i][3][0], {"experts": 32, "image_routing": True, "balance": 0.05}]
+else:
+    doc["head"][i] = [doc["head"][i][0], 1, "PlainTextFusion", [doc["head"][i][3][0]]]
+Path(sys.argv[1]).write_text(yaml.safe_dump(doc, sort_keys=False))
+PY
+    run="$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n"
+    case $(state "$run") in
+        resume) yolo train resume model="$run/weights/last.pt" > "$OUT/pretrain-no-neu-$variant.log" 2>&1 & ;;
+        restart) yolo train model="$OUT/dsmoe-ov-lite-$variant-yolov8n.yaml" data="$OUT/union-no-neu.yaml" epochs=30 \
+            imgsz=256 batch=16 seed=0 deterministic=True val=False project="$OUT/pretrain-no-neu" \
+            name="dsmoe-ov-lite-$variant-yolov8n" exist_ok=True > "$OUT/pretrain-no-neu-$variant.log" 2>&1 & ;;
+    esac
+done
+wait
+OV_ROUTED=$OUT/pretrain-no-neu/dsmoe-ov-lite-routed-yolov8n-union.pt
+cp "$OUT/pretrain-no-neu/dsmoe-ov-lite-routed-yolov8n/weights/best.pt" "$OV_ROUTED"
+python "$ROOT/examples/routing_by_dataset.py" model="$OV_ROUTED" imgsz=256 batch=16 out="$OUT/routing-routed.md" \
+    data="$PCB,$DATA/kolektorsdd/data.yaml,$DATA/crackforest/data.yaml,$NEU"
+dsmoe benchmark data="$OUT/subsets/neu-det-5.yaml" models="$OV_ROUTED" epochs=100 "${FEW[@]}" name=neu-det-5pct-routed

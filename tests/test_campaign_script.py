@@ -19,7 +19,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cpu_campaign.sh"
 RECORDER = '#!/usr/bin/env bash\nprintf "%s\\n" "$(basename "$0") $*" >> "$CALLS"\n'
 # `python -c` asks a training folder's state (runs.run_state): a fresh campaign has none, so every training starts.
 STATE = 'if [ "$1" = "-c" ]; then echo restart; fi\n'
-PRETRAINED = ("dsmoe-ov-lite-yolov8n", "yolov8n")
+PRETRAINED = ("dsmoe-ov-lite-yolov8n", "yolov8n")  # step 6
+ROUTED = "dsmoe-ov-lite-routed-yolov8n"  # step 11
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def calls(tmp_path):
     for name in ("dsmoe", "python", "yolo"):
         (bin_dir / name).write_text(RECORDER + (STATE if name == "python" else ""))
         (bin_dir / name).chmod(0o755)
-    for model in PRETRAINED:  # what step 6's trainings leave behind (the stand-in `yolo` trains nothing)
+    for model in (*PRETRAINED, ROUTED):  # what steps 6 and 11 leave behind (the stand-in `yolo` trains nothing)
         (tmp_path / "out" / "pretrain-no-neu" / model / "weights").mkdir(parents=True)
         (tmp_path / "out" / "pretrain-no-neu" / model / "weights" / "best.pt").write_bytes(b"")
     data = tmp_path / "data"
@@ -46,7 +47,7 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 9
+    assert len(benchmarks) == 10
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -63,6 +64,7 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "neu-det-5pct",
         "neu-det-25pct",
         "neu-det-union-start",
+        "neu-det-5pct-routed",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -118,6 +120,7 @@ def test_defect_pretraining_holds_neu_det_out_and_trains_both_models_alike(calls
         (t for t in (line.split()[2:] for line in lines if line.startswith("yolo train ")) if "union-no-neu" in t[1]),
         key=lambda t: t[0],
     )
+    trains = [t for t in trains if not t[0].startswith(f"model={out}")]  # step 11's variants: their own test
     assert [t[0] for t in trains] == ["model=dsmoe-ov-lite-yolov8n.yaml", "model=yolov8n.yaml"]
     assert trains[0][1:] == [
         a.replace("yolov8n", "dsmoe-ov-lite-yolov8n") if a.startswith("name=") else a for a in trains[1][1:]
@@ -154,7 +157,8 @@ def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_ti
         script: [x.split()[1:] for x in lines if x.startswith("python ") and x.split()[1].endswith(script)]
         for script in ("zero_shot.py", "few_shot_prompts.py", "routing_by_dataset.py")
     }
-    assert [len(v) for v in runs.values()] == [7, 1, 1]  # zero-shot: NEU-DET held out, then each left-out class twice
+    # zero-shot: NEU-DET held out, then each left-out class twice; routing: step 7, then step 11's routed model
+    assert [len(v) for v in runs.values()] == [7, 1, 2]
     assert all(ov in v[0] for v in runs.values())
     for held in ("crazing", "patches", "scratches"):
         union = (out / f"union-no-{held}.yaml").read_text()
@@ -198,3 +202,26 @@ def test_the_trained_visual_path_is_trained_like_step_9_and_compared_with_the_pl
     assert all(
         {"held=patches", "shots=1,5,10", "seeds=0,1", f"data={data}/neu-det/data.yaml"} <= set(t) for t in tables
     )
+
+
+def test_the_routing_variants_are_pretrained_like_step_6_and_the_routed_one_transferred_like_step_8(calls):
+    data, out, lines = calls
+    trains = [x.split()[2:] for x in lines if x.startswith("yolo train ") and "union-no-neu.yaml" in x]
+    (plain,) = [t for t in trains if t[0] == "model=dsmoe-ov-lite-yolov8n.yaml"]
+    for variant in ("routed", "dense"):
+        (run,) = [t for t in trains if t[0] == f"model={out}/dsmoe-ov-lite-{variant}-yolov8n.yaml"]
+        assert run[1:-2] == plain[1:-2]  # the same union and recipe; other model, name (and exist_ok after it)
+    routed = f"{out}/pretrain-no-neu/dsmoe-ov-lite-routed-yolov8n-union.pt"
+    (table,) = [x.split()[1:] for x in lines if "routing-routed.md" in x]
+    assert table[0].endswith("routing_by_dataset.py") and f"model={routed}" in table
+    few = {
+        a["name"]: a
+        for a in (
+            parse_args(x.split()[2:], COMMANDS["benchmark"], "benchmark")
+            for x in lines
+            if x.startswith("dsmoe benchmark ") and "neu-det-5" in x
+        )
+    }
+    assert few["neu-det-5pct-routed"]["models"] == routed
+    same = ("data", "epochs", "imgsz", "batch", "val", "seeds")
+    assert {k: few["neu-det-5pct-routed"][k] for k in same} == {k: few["neu-det-5pct"][k] for k in same}
