@@ -27,8 +27,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 dataset check and builder (train, val)      several datasets in one ``data=``, label spaces joined (``plugin.union``)
 ``DetectionValidator`` metrics              per-dataset mAP of a multi-dataset validation (``plugin.union``)
 ``Exporter.__call__``                       ONNX opset 19 for DeformConv; ``format=engine`` without GPU/TensorRT: one line
-default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics,
-                                            a union's per-dataset columns in every ``results.csv`` row
+default callbacks                           encoder freezing by epoch, expert-usage report in ``val``, ONNX symbolics, union CSV columns
 ==========================================  ==========================================================================
 """
 
