@@ -182,7 +182,7 @@ python "$ROOT/examples/held_out_k_shot.py" model="$OUT/neu-det-no-patches/dsmoe-
 #     row with image routing (a free key per expert, the query standardised) and a load-balance term on the stock
 #     loss ({image_routing: true, balance: 0.05}); `dense`, the sparse MoE replaced by one dense text-conditioned
 #     layer (examples/ablations.py's "dense"). Then step 7's routing table for the routed model, and step 8's 5 %
-#     transfer from it (two seeds), read against the plain union start.
+#     transfer from each (two seeds), read against the plain union start.
 for variant in routed dense; do
     python - "$OUT/dsmoe-ov-lite-$variant-yolov8n.yaml" "$variant" <<'PY'
 import sys, yaml
@@ -205,8 +205,14 @@ PY
     esac
 done
 wait
+for variant in routed dense; do
+    cp "$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n/weights/best.pt" \
+        "$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n-union.pt"
+done
 OV_ROUTED=$OUT/pretrain-no-neu/dsmoe-ov-lite-routed-yolov8n-union.pt
-cp "$OUT/pretrain-no-neu/dsmoe-ov-lite-routed-yolov8n/weights/best.pt" "$OV_ROUTED"
 python "$ROOT/examples/routing_by_dataset.py" model="$OV_ROUTED" imgsz=256 batch=16 out="$OUT/routing-routed.md" \
     data="$PCB,$DATA/kolektorsdd/data.yaml,$DATA/crackforest/data.yaml,$NEU"
-dsmoe benchmark data="$OUT/subsets/neu-det-5.yaml" models="$OV_ROUTED" epochs=100 "${FEW[@]}" name=neu-det-5pct-routed
+for variant in routed dense; do
+    dsmoe benchmark data="$OUT/subsets/neu-det-5.yaml" models="$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n-union.pt" \
+        epochs=100 "${FEW[@]}" name="neu-det-5pct-$variant"
+done

@@ -20,7 +20,7 @@ RECORDER = '#!/usr/bin/env bash\nprintf "%s\\n" "$(basename "$0") $*" >> "$CALLS
 # `python -c` asks a training folder's state (runs.run_state): a fresh campaign has none, so every training starts.
 STATE = 'if [ "$1" = "-c" ]; then echo restart; fi\n'
 PRETRAINED = ("dsmoe-ov-lite-yolov8n", "yolov8n")  # step 6
-ROUTED = "dsmoe-ov-lite-routed-yolov8n"  # step 11
+VARIANTS = ("dsmoe-ov-lite-routed-yolov8n", "dsmoe-ov-lite-dense-yolov8n")  # step 11
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def calls(tmp_path):
     for name in ("dsmoe", "python", "yolo"):
         (bin_dir / name).write_text(RECORDER + (STATE if name == "python" else ""))
         (bin_dir / name).chmod(0o755)
-    for model in (*PRETRAINED, ROUTED):  # what steps 6 and 11 leave behind (the stand-in `yolo` trains nothing)
+    for model in (*PRETRAINED, *VARIANTS):  # what steps 6 and 11 leave behind (the stand-in `yolo` trains nothing)
         (tmp_path / "out" / "pretrain-no-neu" / model / "weights").mkdir(parents=True)
         (tmp_path / "out" / "pretrain-no-neu" / model / "weights" / "best.pt").write_bytes(b"")
     data = tmp_path / "data"
@@ -47,7 +47,7 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 10
+    assert len(benchmarks) == 11
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -65,6 +65,7 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "neu-det-25pct",
         "neu-det-union-start",
         "neu-det-5pct-routed",
+        "neu-det-5pct-dense",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -204,7 +205,7 @@ def test_the_trained_visual_path_is_trained_like_step_9_and_compared_with_the_pl
     )
 
 
-def test_the_routing_variants_are_pretrained_like_step_6_and_the_routed_one_transferred_like_step_8(calls):
+def test_the_routing_variants_are_pretrained_like_step_6_and_transferred_like_step_8(calls):
     data, out, lines = calls
     trains = [x.split()[2:] for x in lines if x.startswith("yolo train ") and "union-no-neu.yaml" in x]
     (plain,) = [t for t in trains if t[0] == "model=dsmoe-ov-lite-yolov8n.yaml"]
@@ -222,6 +223,8 @@ def test_the_routing_variants_are_pretrained_like_step_6_and_the_routed_one_tran
             if x.startswith("dsmoe benchmark ") and "neu-det-5" in x
         )
     }
-    assert few["neu-det-5pct-routed"]["models"] == routed
     same = ("data", "epochs", "imgsz", "batch", "val", "seeds")
-    assert {k: few["neu-det-5pct-routed"][k] for k in same} == {k: few["neu-det-5pct"][k] for k in same}
+    for variant in ("routed", "dense"):
+        run = few[f"neu-det-5pct-{variant}"]
+        assert run["models"] == f"{out}/pretrain-no-neu/dsmoe-ov-lite-{variant}-yolov8n-union.pt"
+        assert {k: run[k] for k in same} == {k: few["neu-det-5pct"][k] for k in same}
