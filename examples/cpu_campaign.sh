@@ -181,8 +181,8 @@ python "$ROOT/examples/held_out_k_shot.py" model="$OUT/neu-det-no-patches/dsmoe-
 #     Two variants of the open-vocabulary lite-n pretrained exactly as step 6, side by side: `routed`, the SparseMoE
 #     row with image routing (a free key per expert, the query standardised) and a load-balance term on the stock
 #     loss ({image_routing: true, balance: 0.05}); `dense`, the sparse MoE replaced by one dense text-conditioned
-#     layer (examples/ablations.py's "dense"). Then step 7's routing table for the routed model, and step 8's 5 %
-#     transfer from each (two seeds), read against the plain union start.
+#     layer (examples/ablations.py's "dense"). Then step 7's routing table for the routed model, and step 8's 5 % and
+#     25 % transfer from each (two seeds), read against the plain union start.
 for variant in routed dense; do
     python - "$OUT/dsmoe-ov-lite-$variant-yolov8n.yaml" "$variant" <<'PY'
 import sys, yaml
@@ -215,4 +215,6 @@ python "$ROOT/examples/routing_by_dataset.py" model="$OV_ROUTED" imgsz=256 batch
 for variant in routed dense; do
     dsmoe benchmark data="$OUT/subsets/neu-det-5.yaml" models="$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n-union.pt" \
         epochs=100 "${FEW[@]}" name="neu-det-5pct-$variant"
+    dsmoe benchmark data="$OUT/subsets/neu-det-25.yaml" models="$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n-union.pt" \
+        epochs=40 "${FEW[@]}" name="neu-det-25pct-$variant"
 done

@@ -47,7 +47,7 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 11
+    assert len(benchmarks) == 13
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -66,6 +66,8 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "neu-det-union-start",
         "neu-det-5pct-routed",
         "neu-det-5pct-dense",
+        "neu-det-25pct-routed",
+        "neu-det-25pct-dense",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -220,11 +222,12 @@ def test_the_routing_variants_are_pretrained_like_step_6_and_transferred_like_st
         for a in (
             parse_args(x.split()[2:], COMMANDS["benchmark"], "benchmark")
             for x in lines
-            if x.startswith("dsmoe benchmark ") and "neu-det-5" in x
+            if x.startswith("dsmoe benchmark ") and "pct" in x
         )
     }
     same = ("data", "epochs", "imgsz", "batch", "val", "seeds")
     for variant in ("routed", "dense"):
-        run = few[f"neu-det-5pct-{variant}"]
-        assert run["models"] == f"{out}/pretrain-no-neu/dsmoe-ov-lite-{variant}-yolov8n-union.pt"
-        assert {k: run[k] for k in same} == {k: few["neu-det-5pct"][k] for k in same}
+        for pct in (5, 25):
+            run = few[f"neu-det-{pct}pct-{variant}"]
+            assert run["models"] == f"{out}/pretrain-no-neu/dsmoe-ov-lite-{variant}-yolov8n-union.pt"
+            assert {k: run[k] for k in same} == {k: few[f"neu-det-{pct}pct"][k] for k in same}
