@@ -198,7 +198,7 @@ class ExpertGate(nn.Module):
         when the gate has them."""
         mix = torch.softmax(self.expert_queries @ t.T * self.scale, dim=-1)  # (N, nc)
         keys = self.key_proj(mix @ t)
-        offsets = getattr(self, "key_offsets", None)  # absent from gates pickled before free keys existed
+        offsets = getattr(self, "key_offsets", None)  # absent from gates pickled before image routing existed
         return keys if offsets is None else keys + offsets.to(keys.dtype)
 
     def text_side(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,8 +262,7 @@ class ExpertGate(nn.Module):
             "out_b": (last.bias - d_out.running_mean) * r_out,
             "ev_w": self.evidence_out.weight * r_out[:, None] / nc,  # the mean over classes, too
             "ev_b": self.evidence_out.bias * r_out,
-            "keys": keys.T * (self.scale / self.tau),  # (h, N), the routing temperature included
-            **self._folded_query_centre(keys),
+            **self._folded_keys(keys.T * (self.scale / self.tau)),  # (h, N), the routing temperature included
         }
 
     def folded_logits(self, feats: torch.Tensor, f: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -285,14 +284,13 @@ class ExpertGate(nn.Module):
             return torch.addmm(f["keys_bias"], q, f["keys"])
         return q @ f["keys"]
 
-    def _folded_query_centre(self, keys: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``(q - m) r @ K^T s = q @ (r K^T s) - (m r) @ K^T s``: the query standardisation of image routing folded
-        into the keys (scaled ``keys`` and a per-expert bias); empty without it."""
-        centre = getattr(self, "query_centre", None)
+    def _folded_keys(self, k: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"keys": k}`` for the scaled keys k = K^T s (h, N); with image routing the query standardisation folded
+        in, ``(q - m) r @ k = q @ (r k) - (m r) @ k``: scaled keys and a per-expert ``keys_bias``."""
+        centre = getattr(self, "query_centre", None)  # absent from gates pickled before image routing existed
         if centre is None:
-            return {}
+            return {"keys": k}
         r = torch.rsqrt(centre.running_var + centre.eps)
-        k = keys.T * (self.scale / self.tau)  # (h, N)
         return {"keys": k * r[:, None], "keys_bias": -(centre.running_mean * r) @ k}
 
     def forward(self, feats: torch.Tensor, text: torch.Tensor, text_side=None):

@@ -156,7 +156,8 @@ def install_validator(module) -> None:
             rows = [index[c] for c in mask.nonzero()[0].tolist() if c in index]
             ap50 = float(box.all_ap[rows, 0].mean()) if rows else 0.0
             ap = float(box.all_ap[rows].mean()) if rows else 0.0
-            stats[f"metrics/mAP50({name})"], stats[f"metrics/mAP50-95({name})"] = ap50, ap
+            key50, key = member_metric_keys(name)
+            stats[key50], stats[key] = ap50, ap
             LOGGER.info(f"DS-MoE data: {name}: mAP50 {ap50:.3f}, mAP50-95 {ap:.3f} ({len(rows)} classes with labels)")
         return stats
 
@@ -175,10 +176,12 @@ def member_metric_columns(trainer) -> None:
     members = SPACES.members("val")
     if not members or not isinstance(getattr(trainer, "metrics", None), dict):
         return
-    items = [(k, v) for k, v in trainer.metrics.items()]
+    items = list(trainer.metrics.items())
     cut = next((i for i, (k, _) in enumerate(items) if k.startswith("val/")), len(items))
-    extra = []
-    for name, _ in members:
-        extra += [(f"metrics/mAP50({name})", 0.0), (f"metrics/mAP50-95({name})", 0.0)]
-    extra = [(k, v) for k, v in extra if k not in trainer.metrics]
+    extra = [(k, 0.0) for name, _ in members for k in member_metric_keys(name) if k not in trainer.metrics]
     trainer.metrics = dict(items[:cut] + extra + items[cut:])
+
+
+def member_metric_keys(name: str) -> tuple[str, str]:
+    """The metric names of one member dataset's mAP50 and mAP50-95 (``get_stats`` and ``results.csv``)."""
+    return f"metrics/mAP50({name})", f"metrics/mAP50-95({name})"
