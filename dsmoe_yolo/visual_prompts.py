@@ -161,7 +161,7 @@ def class_prototypes(net, visual: dict[str, list[dict]], imgsz: int = 640, log=N
     Raises:
         ConfigError: Unreadable image, a box with no area inside its image, too many example images.
     """
-    from dsmoe_yolo.nn.prompt_head import PromptDetect
+    from dsmoe_yolo.nn.prompt_head import PromptDetect, captured_outputs
 
     if log is None:
         from ultralytics.utils import LOGGER
@@ -180,53 +180,43 @@ def class_prototypes(net, visual: dict[str, list[dict]], imgsz: int = 640, log=N
         )
     imgsz = max(32, int(imgsz) // 32 * 32)
     proj = getattr(head, "visual_proj", None)  # a trained projection (PromptDetect(visual > 0)), else None
-    feats: dict[int, torch.Tensor] = {}
-    hooks = [branch.register_forward_hook(_keep(feats, i)) for i, branch in enumerate(head.cv3)]
     device = next(net.parameters()).device
     dtype = next(net.parameters()).dtype
     was_training = net.training
     net.eval()
     out = {}
     try:
-        for name, entries in visual.items():
-            vectors = []
-            for entry in entries:
-                im = _read(entry["image"], name)
-                h, w = im.shape[:2]
-                boxes = _boxes(
-                    entry["boxes"],
-                    w,
-                    h,
-                    name,
-                    entry["image"] if not isinstance(entry["image"], np.ndarray) else "array",
-                    log,
-                )
-                x, r, (left, top) = _letterbox(im, imgsz)
-                net(x.to(device, dtype))
-                levels = [_embedding(head, i, feats[i]) for i in range(head.nl)]
-                letterboxed = torch.from_numpy(boxes * r + np.array([left, top, left, top], dtype=np.float32))
-                sums, counts = pool_boxes(levels, letterboxed.to(levels[0].device), head.stride.tolist())
-                pooled = torch.stack(
-                    [
-                        s / c if c > 0 else _centre_anchor(levels[0], b, imgsz)
-                        for s, c, b in zip(sums, counts, letterboxed)
-                    ]
-                )
-                pooled = F.normalize(pooled, dim=1)
-                vectors.append(F.normalize(proj(pooled.to(proj.weight.dtype)).float(), dim=1) if proj else pooled)
-            out[name] = F.normalize(torch.cat(vectors).mean(0), dim=0).float().cpu()
+        with captured_outputs(list(head.cv3)) as feats:
+            for name, entries in visual.items():
+                vectors = []
+                for entry in entries:
+                    im = _read(entry["image"], name)
+                    h, w = im.shape[:2]
+                    boxes = _boxes(
+                        entry["boxes"],
+                        w,
+                        h,
+                        name,
+                        entry["image"] if not isinstance(entry["image"], np.ndarray) else "array",
+                        log,
+                    )
+                    x, r, (left, top) = _letterbox(im, imgsz)
+                    net(x.to(device, dtype))
+                    levels = [_embedding(head, i, feats[i]) for i in range(head.nl)]
+                    letterboxed = torch.from_numpy(boxes * r + np.array([left, top, left, top], dtype=np.float32))
+                    sums, counts = pool_boxes(levels, letterboxed.to(levels[0].device), head.stride.tolist())
+                    pooled = torch.stack(
+                        [
+                            s / c if c > 0 else _centre_anchor(levels[0], b, imgsz)
+                            for s, c, b in zip(sums, counts, letterboxed)
+                        ]
+                    )
+                    pooled = F.normalize(pooled, dim=1)
+                    vectors.append(F.normalize(proj(pooled.to(proj.weight.dtype)).float(), dim=1) if proj else pooled)
+                out[name] = F.normalize(torch.cat(vectors).mean(0), dim=0).float().cpu()
     finally:
-        for hook in hooks:
-            hook.remove()
         net.train(was_training)
     return out
-
-
-def _keep(store: dict, i: int):
-    def hook(module, inputs, output):
-        store[i] = output
-
-    return hook
 
 
 def _embedding(head, i: int, e: torch.Tensor) -> torch.Tensor:

@@ -218,3 +218,21 @@ for variant in routed dense; do
     dsmoe benchmark data="$OUT/subsets/neu-det-25.yaml" models="$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n-union.pt" \
         epochs=40 "${FEW[@]}" name="neu-det-25pct-$variant"
 done
+
+# 12. DeepPCB held out (issue 32, items 1 and 2, the second target): both models pretrained exactly as step 6 on the
+#     union of NEU-DET, KolektorSDD and CrackForest (8 classes; no PCB image), then step 8's transfer on fixed DeepPCB
+#     subsets at DeepPCB's resolution (320 px; 5 %: 40 images, 25 %: 200), two seeds, validated on the full val split,
+#     each union start against YOLOv8n from scratch on the same images; the open-vocabulary lite-n from scratch last.
+printf 'yolo_data:\n  - %s\n  - %s\n  - %s\n' "$NEU" "$DATA/kolektorsdd/data.yaml" "$DATA/crackforest/data.yaml" \
+    > "$OUT/union-no-pcb.yaml"
+pretrain union-no-pcb
+for model in dsmoe-ov-lite-yolov8n yolov8n; do
+    cp "$OUT/pretrain-no-pcb/$model/weights/best.pt" "$OUT/pretrain-no-pcb/$model-union.pt"
+done
+PCB_STARTS="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt,$OUT/pretrain-no-pcb/yolov8n-union.pt,yolov8n.yaml"
+python "$ROOT/examples/few_label_subsets.py" data="$PCB" fractions=5,25 out="$OUT/subsets"
+FEW_PCB=(imgsz=320 batch=16 val=False onnx=False seeds=0,1 exist_ok=True "project=$OUT" jobs=2)
+dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models="$PCB_STARTS" epochs=100 "${FEW_PCB[@]}" name=deeppcb-5pct
+dsmoe benchmark data="$OUT/subsets/deeppcb-25.yaml" models="$PCB_STARTS" epochs=40 "${FEW_PCB[@]}" name=deeppcb-25pct
+dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models=dsmoe-ov-lite-yolov8n.yaml epochs=100 "${FEW_PCB[@]}" \
+    name=deeppcb-5pct-ov-scratch

@@ -22,6 +22,8 @@ on an unseen NEU-DET class it made visual prompts worse than the untrained poole
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,13 +93,8 @@ class PromptDetect(WorldDetect, YAMLLayer):
             self.nc = int(text.shape[0])
         if not (self.training and getattr(self, "visual_proj", None) is not None):
             return super().forward(feats, text[None].expand(feats[0].shape[0], -1, -1))
-        embeds: dict[int, torch.Tensor] = {}
-        hooks = [m.register_forward_hook(_keep(embeds, i)) for i, m in enumerate(self.embedding_layers())]
-        try:
+        with captured_outputs(self.embedding_layers()) as embeds:
             out = super().forward(feats, text[None].expand(feats[0].shape[0], -1, -1))
-        finally:
-            for h in hooks:
-                h.remove()
         levels = [embeds[i] if hasattr(self.cv4[i], "norm") else F.normalize(embeds[i], dim=1) for i in range(self.nl)]
         aux_outputs(self)["visual"] = (levels, text)
         return out
@@ -108,8 +105,20 @@ class PromptDetect(WorldDetect, YAMLLayer):
         return [c.norm if hasattr(c, "norm") else b for b, c in zip(self.cv3, self.cv4)]
 
 
-def _keep(store: dict, i: int):
-    def hook(module, inputs, output):
-        store[i] = output
+@contextmanager
+def captured_outputs(modules: list[nn.Module]):
+    """While open, ``{i: latest forward output of modules[i]}`` (forward hooks, removed on exit)."""
+    store: dict[int, torch.Tensor] = {}
 
-    return hook
+    def keep(i: int):
+        def hook(module, inputs, output):
+            store[i] = output
+
+        return hook
+
+    hooks = [m.register_forward_hook(keep(i)) for i, m in enumerate(modules)]
+    try:
+        yield store
+    finally:
+        for h in hooks:
+            h.remove()
