@@ -223,12 +223,17 @@ done
 #     union of NEU-DET, KolektorSDD and CrackForest (8 classes; no PCB image), then step 8's transfer on fixed DeepPCB
 #     subsets at DeepPCB's resolution (320 px; 5 %: 40 images, 25 %: 200), two seeds, validated on the full val split,
 #     each union start against YOLOv8n from scratch on the same images; the open-vocabulary lite-n from scratch last.
+#     Before them, step 7's zero-shot and routing tables for the new union start (DeepPCB never seen).
 printf 'yolo_data:\n  - %s\n  - %s\n  - %s\n' "$NEU" "$DATA/kolektorsdd/data.yaml" "$DATA/crackforest/data.yaml" \
     > "$OUT/union-no-pcb.yaml"
 pretrain union-no-pcb
 for model in dsmoe-ov-lite-yolov8n yolov8n; do
     cp "$OUT/pretrain-no-pcb/$model/weights/best.pt" "$OUT/pretrain-no-pcb/$model-union.pt"
 done
+python "$ROOT/examples/zero_shot.py" model="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" data="$PCB" imgsz=320 \
+    batch=16 out="$OUT/zero-shot-deeppcb.md"
+python "$ROOT/examples/routing_by_dataset.py" model="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" imgsz=256 \
+    batch=16 out="$OUT/routing-no-pcb.md" data="$NEU,$DATA/kolektorsdd/data.yaml,$DATA/crackforest/data.yaml,$PCB"
 PCB_STARTS="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt,$OUT/pretrain-no-pcb/yolov8n-union.pt,yolov8n.yaml"
 python "$ROOT/examples/few_label_subsets.py" data="$PCB" fractions=5,25 out="$OUT/subsets"
 FEW_PCB=(imgsz=320 batch=16 val=False onnx=False seeds=0,1 exist_ok=True "project=$OUT" jobs=2)

@@ -32,9 +32,10 @@ def calls(tmp_path):
     for name in ("dsmoe", "python", "yolo"):
         (bin_dir / name).write_text(RECORDER + (STATE if name == "python" else ""))
         (bin_dir / name).chmod(0o755)
-    for model in (*PRETRAINED, *VARIANTS):  # what steps 6 and 11 leave behind (the stand-in `yolo` trains nothing)
-        (tmp_path / "out" / "pretrain-no-neu" / model / "weights").mkdir(parents=True)
-        (tmp_path / "out" / "pretrain-no-neu" / model / "weights" / "best.pt").write_bytes(b"")
+    # what steps 6, 11 and 12 leave behind (the stand-in `yolo` trains nothing)
+    for held, model in [*(("neu", m) for m in (*PRETRAINED, *VARIANTS)), *(("pcb", m) for m in PRETRAINED)]:
+        (tmp_path / "out" / f"pretrain-no-{held}" / model / "weights").mkdir(parents=True)
+        (tmp_path / "out" / f"pretrain-no-{held}" / model / "weights" / "best.pt").write_bytes(b"")
     data = tmp_path / "data"
     for name in ("neu-det", "deeppcb", "kolektorsdd", "crackforest"):
         (data / name).mkdir(parents=True)
@@ -47,7 +48,7 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 13
+    assert len(benchmarks) == 16
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -68,6 +69,9 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "neu-det-5pct-dense",
         "neu-det-25pct-routed",
         "neu-det-25pct-dense",
+        "deeppcb-5pct",
+        "deeppcb-25pct",
+        "deeppcb-5pct-ov-scratch",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -117,7 +121,7 @@ def test_each_open_vocabulary_neu_det_checkpoint_is_validated_under_other_texts(
 def test_defect_pretraining_holds_neu_det_out_and_trains_both_models_alike(calls):
     data, out, lines = calls
     union = (out / "union-no-neu.yaml").read_text()
-    assert "neu-det" not in union
+    assert f"{data}/neu-det/" not in union
     assert all(f"{data}/{d}/data.yaml" in union for d in ("deeppcb", "kolektorsdd", "crackforest"))
     trains = sorted(
         (t for t in (line.split()[2:] for line in lines if line.startswith("yolo train ")) if "union-no-neu" in t[1]),
@@ -149,7 +153,7 @@ def test_few_label_transfer_uses_the_pretrained_copies_and_the_same_recipe_for_e
         assert run["models"] == ",".join([*starts, "yolov8n.yaml", "dsmoe-ov-lite-yolov8n.yaml"])
         assert (run["seeds"], run["imgsz"], run["val"]) == ("0,1", 224, False)
     assert all((out / "pretrain-no-neu" / f"{m}-union.pt").is_file() for m in PRETRAINED)
-    (subsets,) = [line.split()[1:] for line in lines if "few_label_subsets.py" in line]
+    subsets, _ = [line.split()[1:] for line in lines if "few_label_subsets.py" in line]  # NEU-DET's, then step 12's
     assert f"data={data}/neu-det/data.yaml" in subsets and "fractions=5,25" in subsets
 
 
@@ -160,8 +164,8 @@ def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_ti
         script: [x.split()[1:] for x in lines if x.startswith("python ") and x.split()[1].endswith(script)]
         for script in ("zero_shot.py", "few_shot_prompts.py", "routing_by_dataset.py")
     }
-    # zero-shot: NEU-DET held out, then each left-out class twice; routing: step 7, then step 11's routed model
-    assert [len(v) for v in runs.values()] == [7, 1, 2]
+    # zero-shot: NEU-DET held out, each left-out class twice, DeepPCB held out (step 12); routing: steps 7, 11, 12
+    assert [len(v) for v in runs.values()] == [8, 1, 3]
     assert all(ov in v[0] for v in runs.values())
     for held in ("crazing", "patches", "scratches"):
         union = (out / f"union-no-{held}.yaml").read_text()
@@ -231,3 +235,37 @@ def test_the_routing_variants_are_pretrained_like_step_6_and_transferred_like_st
             run = few[f"neu-det-{pct}pct-{variant}"]
             assert run["models"] == f"{out}/pretrain-no-neu/dsmoe-ov-lite-{variant}-yolov8n-union.pt"
             assert {k: run[k] for k in same} == {k: few[f"neu-det-{pct}pct"][k] for k in same}
+
+
+def test_deeppcb_held_out_is_pretrained_like_step_6_and_transferred_at_deeppcb_resolution(calls):
+    data, out, lines = calls
+    union = (out / "union-no-pcb.yaml").read_text()
+    assert f"{data}/deeppcb/" not in union
+    assert all(f"{data}/{d}/data.yaml" in union for d in ("neu-det", "kolektorsdd", "crackforest"))
+    trains = {
+        held: sorted(x.split()[2:] for x in lines if x.startswith("yolo train ") and f"union-{held}.yaml" in x)
+        for held in ("no-neu", "no-pcb")
+    }
+    trains["no-neu"] = [t for t in trains["no-neu"] if not t[0].startswith(f"model={out}")]  # step 11's variants
+    for neu_run, pcb_run in zip(*trains.values(), strict=True):  # the same models, the same recipe, other data
+        assert pcb_run == [a.replace("no-neu", "no-pcb") for a in neu_run]
+    parsed = {
+        a["name"]: a
+        for a in (
+            parse_args(x.split()[2:], COMMANDS["benchmark"], "benchmark") for x in lines if x.startswith("dsmoe b")
+        )
+    }
+    starts = [str(out / "pretrain-no-pcb" / f"{m}-union.pt") for m in PRETRAINED]
+    for pct in (5, 25):
+        run = parsed[f"deeppcb-{pct}pct"]
+        assert run["data"] == str(out / "subsets" / f"deeppcb-{pct}.yaml")
+        assert run["models"] == ",".join([*starts, "yolov8n.yaml"])
+        assert (run["seeds"], run["imgsz"], run["val"]) == ("0,1", 320, False)
+        assert run["epochs"] == parsed[f"neu-det-{pct}pct"]["epochs"]  # step 8's epochs per fraction
+    scratch = parsed["deeppcb-5pct-ov-scratch"]
+    assert {k: v for k, v in scratch.items() if k not in ("models", "name")} == {
+        k: v for k, v in parsed["deeppcb-5pct"].items() if k not in ("models", "name")
+    }
+    assert all((out / "pretrain-no-pcb" / f"{m}-union.pt").is_file() for m in PRETRAINED)
+    (zero_shot,) = [x.split()[1:] for x in lines if "zero_shot.py" in x and "pretrain-no-pcb" in x]
+    assert f"data={data}/deeppcb/data.yaml" in zero_shot and "imgsz=320" in zero_shot
