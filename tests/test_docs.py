@@ -33,8 +33,11 @@ USER_FILES = {
     "data.yaml",
     # written by a command shown beside them (the campaign's union and few-label data YAMLs)
     "union-no-neu.yaml",
+    "union-no-pcb.yaml",
     "neu-det-5.yaml",
     "neu-det-25.yaml",
+    "deeppcb-5.yaml",
+    "deeppcb-25.yaml",
     # written by step 10 of examples/cpu_campaign.sh (the lite open-vocabulary YAML with PromptDetect visual=0.25)
     "dsmoe-ov-lite-vis-text-yolov8n.yaml",
     "dsmoe-ov-lite-vis-prototypes-yolov8n.yaml",
