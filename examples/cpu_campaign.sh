@@ -241,3 +241,7 @@ dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models="$PCB_STARTS" epochs=1
 dsmoe benchmark data="$OUT/subsets/deeppcb-25.yaml" models="$PCB_STARTS" epochs=40 "${FEW_PCB[@]}" name=deeppcb-25pct
 dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models=dsmoe-ov-lite-yolov8n.yaml epochs=100 "${FEW_PCB[@]}" \
     name=deeppcb-5pct-ov-scratch
+#     All of DeepPCB from the union starts, with step 2's recipe (40 epochs at 320 px, validated every epoch), seed 0,
+#     read against steps 2, 4 and 5's from-scratch rows.
+dsmoe benchmark data="$PCB" models="${PCB_STARTS%,yolov8n.yaml}" epochs=40 imgsz=320 batch=16 seeds=0 onnx=False \
+    exist_ok=True "project=$OUT" name=deeppcb-union-start jobs=2

@@ -48,7 +48,7 @@ def calls(tmp_path):
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 16
+    assert len(benchmarks) == 17
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -72,6 +72,7 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "deeppcb-5pct",
         "deeppcb-25pct",
         "deeppcb-5pct-ov-scratch",
+        "deeppcb-union-start",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -267,5 +268,8 @@ def test_deeppcb_held_out_is_pretrained_like_step_6_and_transferred_at_deeppcb_r
         k: v for k, v in parsed["deeppcb-5pct"].items() if k not in ("models", "name")
     }
     assert all((out / "pretrain-no-pcb" / f"{m}-union.pt").is_file() for m in PRETRAINED)
+    full, pcb = parsed["deeppcb-union-start"], parsed["deeppcb"]  # all of DeepPCB: step 2's recipe, the union starts
+    assert full["models"] == ",".join(starts) and full["data"] == pcb["data"]
+    assert (full["epochs"], full["imgsz"], full.get("val", True)) == (pcb["epochs"], pcb["imgsz"], True)
     (zero_shot,) = [x.split()[1:] for x in lines if "zero_shot.py" in x and "pretrain-no-pcb" in x]
     assert f"data={data}/deeppcb/data.yaml" in zero_shot and "imgsz=320" in zero_shot
