@@ -234,7 +234,8 @@ python "$ROOT/examples/zero_shot.py" model="$OUT/pretrain-no-pcb/dsmoe-ov-lite-y
     batch=16 out="$OUT/zero-shot-deeppcb.md"
 python "$ROOT/examples/routing_by_dataset.py" model="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" imgsz=256 \
     batch=16 out="$OUT/routing-no-pcb.md" data="$NEU,$DATA/kolektorsdd/data.yaml,$DATA/crackforest/data.yaml,$PCB"
-PCB_STARTS="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt,$OUT/pretrain-no-pcb/yolov8n-union.pt,yolov8n.yaml"
+PCB_UNION="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt,$OUT/pretrain-no-pcb/yolov8n-union.pt"
+PCB_STARTS="$PCB_UNION,yolov8n.yaml"
 python "$ROOT/examples/few_label_subsets.py" data="$PCB" fractions=5,25 out="$OUT/subsets"
 FEW_PCB=(imgsz=320 batch=16 val=False onnx=False seeds=0,1 exist_ok=True "project=$OUT" jobs=2)
 dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models="$PCB_STARTS" epochs=100 "${FEW_PCB[@]}" name=deeppcb-5pct
@@ -243,5 +244,5 @@ dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models=dsmoe-ov-lite-yolov8n.
     name=deeppcb-5pct-ov-scratch
 #     All of DeepPCB from the union starts, with step 2's recipe (40 epochs at 320 px, validated every epoch), seed 0,
 #     read against steps 2, 4 and 5's from-scratch rows.
-dsmoe benchmark data="$PCB" models="${PCB_STARTS%,yolov8n.yaml}" epochs=40 imgsz=320 batch=16 seeds=0 onnx=False \
+dsmoe benchmark data="$PCB" models="$PCB_UNION" epochs=40 imgsz=320 batch=16 seeds=0 onnx=False \
     exist_ok=True "project=$OUT" name=deeppcb-union-start jobs=2

@@ -45,6 +45,14 @@ def calls(tmp_path):
     return data, tmp_path / "out", log.read_text().splitlines()
 
 
+def benchmarks_by_name(lines: list[str]) -> dict[str, dict]:
+    """Every recorded `dsmoe benchmark` line, parsed by the real CLI parser, by its ``name=``."""
+    parsed = (
+        parse_args(x.split()[2:], COMMANDS["benchmark"], "benchmark") for x in lines if x.startswith("dsmoe benchmark ")
+    )
+    return {args["name"]: args for args in parsed}
+
+
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
@@ -138,15 +146,7 @@ def test_defect_pretraining_holds_neu_det_out_and_trains_both_models_alike(calls
 
 def test_few_label_transfer_uses_the_pretrained_copies_and_the_same_recipe_for_every_start(calls):
     data, out, lines = calls
-    parsed = {
-        a["name"]: a
-        for a in (
-            parse_args(line.split()[2:], COMMANDS["benchmark"], "benchmark")
-            for line in lines
-            if line.startswith("dsmoe benchmark ")
-        )
-        if str(a.get("name", "")).startswith("neu-det-") and a["name"].endswith("pct")
-    }
+    parsed = benchmarks_by_name(lines)
     starts = [str(out / "pretrain-no-neu" / f"{m}-union.pt") for m in PRETRAINED]
     for pct in (5, 25):
         run = parsed[f"neu-det-{pct}pct"]
@@ -222,14 +222,7 @@ def test_the_routing_variants_are_pretrained_like_step_6_and_transferred_like_st
     routed = f"{out}/pretrain-no-neu/dsmoe-ov-lite-routed-yolov8n-union.pt"
     (table,) = [x.split()[1:] for x in lines if "routing-routed.md" in x]
     assert table[0].endswith("routing_by_dataset.py") and f"model={routed}" in table
-    few = {
-        a["name"]: a
-        for a in (
-            parse_args(x.split()[2:], COMMANDS["benchmark"], "benchmark")
-            for x in lines
-            if x.startswith("dsmoe benchmark ") and "pct" in x
-        )
-    }
+    few = benchmarks_by_name(lines)
     same = ("data", "epochs", "imgsz", "batch", "val", "seeds")
     for variant in ("routed", "dense"):
         for pct in (5, 25):
@@ -250,12 +243,7 @@ def test_deeppcb_held_out_is_pretrained_like_step_6_and_transferred_at_deeppcb_r
     trains["no-neu"] = [t for t in trains["no-neu"] if not t[0].startswith(f"model={out}")]  # step 11's variants
     for neu_run, pcb_run in zip(*trains.values(), strict=True):  # the same models, the same recipe, other data
         assert pcb_run == [a.replace("no-neu", "no-pcb") for a in neu_run]
-    parsed = {
-        a["name"]: a
-        for a in (
-            parse_args(x.split()[2:], COMMANDS["benchmark"], "benchmark") for x in lines if x.startswith("dsmoe b")
-        )
-    }
+    parsed = benchmarks_by_name(lines)
     starts = [str(out / "pretrain-no-pcb" / f"{m}-union.pt") for m in PRETRAINED]
     for pct in (5, 25):
         run = parsed[f"deeppcb-{pct}pct"]
