@@ -49,6 +49,7 @@ COMMANDS = {
         "seeds",
         "jobs",
         "val",
+        "freeze_text",
     ),
     "bench-moe": ("batch", "imgsz", "runs", "threads", "models", "experts", "top_k"),
     "bench-models": ("scales", "runs", "threads", "onnx", "models", "nc"),

@@ -246,3 +246,13 @@ dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models=dsmoe-ov-lite-yolov8n.
 #     read against steps 2, 4 and 5's from-scratch rows.
 dsmoe benchmark data="$PCB" models="$PCB_UNION" epochs=40 imgsz=320 batch=16 seeds=0 onnx=False \
     exist_ok=True "project=$OUT" name=deeppcb-union-start jobs=2
+
+# 13. Why the open-vocabulary start names DeepPCB's classes worse (issue 32): fine-tuning on few labels pulls the six
+#     refined class-text rows together (mean pairwise cosine 0.58 from the union start, 0.84 after the 5 % fine-tune).
+#     The same transfer as step 12 with the class text frozen (freeze_text=True: Ultralytics freeze= of the ClassText
+#     row), read against step 12's rows.
+for pct_epochs in 5:100 25:40; do
+    pct=${pct_epochs%:*}
+    dsmoe benchmark data="$OUT/subsets/deeppcb-$pct.yaml" models="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" \
+        epochs="${pct_epochs#*:}" "${FEW_PCB[@]}" freeze_text=True name="deeppcb-${pct}pct-frozen-text"
+done

@@ -92,6 +92,50 @@ def test_benchmark_two_models_end_to_end(tiny_data, tmp_path, one_thread):
     assert all(0.0 <= float(r["AP50-95"]) <= float(r["AP50"]) + 1e-9 <= 1.0 + 1e-9 for r in per_class)
 
 
+@pytest.mark.slow
+def test_freeze_text_keeps_the_class_text_of_a_start_and_trains_the_rest(tiny_data, tmp_path, one_thread):
+    """``freeze_text=True``: the open-vocabulary start's ClassText rows are frozen (recorded in args.yaml) and come out
+    of fine-tuning unchanged while its head moves; YOLOv8n, which has no class text, trains whole."""
+    import torch
+    import yaml
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.benchmark.settings import class_text_layers
+
+    start = tmp_path / "ov-start.pt"
+    YOLO("dsmoe-ov-lite-yolov8n.yaml").save(str(start))
+    assert class_text_layers(str(start)) == [22] and class_text_layers("yolov8n.yaml") == []
+    result = run_benchmark(
+        data=str(tiny_data),
+        models=f"{start},yolov8n.yaml",
+        epochs=1,
+        imgsz=64,
+        batch=4,
+        onnx=False,
+        val=False,
+        freeze_text=True,
+        project=str(tmp_path),
+        name="ft",
+    )
+    assert result["failures"] == []
+    run = tmp_path / "ft"
+    recorded = {
+        m: yaml.safe_load((run / f"{m}-seed0" / "args.yaml").read_text())["freeze"] for m in ("ov-start", "yolov8n")
+    }
+    assert recorded == {"ov-start": [22], "yolov8n": None}
+    assert "freeze_text=True" in (run / "benchmark.md").read_text()
+
+    def params(path, prefix):
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"].float().state_dict()
+        return {k: v for k, v in state.items() if k.startswith(prefix) and "embeddings" not in k}
+
+    tuned = run / "ov-start-seed0" / "weights" / "best.pt"
+    before, after = params(start, "model.22."), params(tuned, "model.22.")
+    assert before and all(torch.allclose(before[k], after[k], atol=1e-3) for k in before)
+    head_before, head_after = params(start, "model.30.cv3"), params(tuned, "model.30.cv3")
+    assert max((head_before[k] - head_after[k]).abs().max().item() for k in head_before) > 1e-3
+
+
 def test_too_few_latency_runs_is_a_config_error(tiny_data, tmp_path, no_training):
     with pytest.raises(ConfigError, match=r"latency_runs>=10"):
         run_benchmark(data=str(tiny_data), epochs=1, imgsz=64, latency_runs=5, project=str(tmp_path), name="x")

@@ -159,6 +159,8 @@ def test_recorded_args_of_the_leads_run_match_and_differences_are_named(tmp_path
         check_recorded_args(folder, "yolov8n.yaml", requested(str(tmp_path / "other.yaml")))
     with pytest.raises(ConfigError, match="val: recorded True, requested False"):  # val=False: best.pt = last epoch
         check_recorded_args(folder, "yolov8n.yaml", requested(str(data), val=False))
+    with pytest.raises(ConfigError, match=r"freeze: recorded None, requested \[22\]"):  # freeze_text=True's rows
+        check_recorded_args(folder, "yolov8n.yaml", requested(str(data), freeze=[22]))
 
     resumed = fake_run(tmp_path / "neu-det" / "yolov8s-seed0", str(data), model=str(folder / "weights" / "last.pt"))
     check_recorded_args(resumed, "yolov8s.yaml", requested(str(data)))  # a resumed run records its last.pt

@@ -56,7 +56,7 @@ def benchmarks_by_name(lines: list[str]) -> dict[str, dict]:
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 17
+    assert len(benchmarks) == 19
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -81,6 +81,8 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "deeppcb-25pct",
         "deeppcb-5pct-ov-scratch",
         "deeppcb-union-start",
+        "deeppcb-5pct-frozen-text",
+        "deeppcb-25pct-frozen-text",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -261,3 +263,16 @@ def test_deeppcb_held_out_is_pretrained_like_step_6_and_transferred_at_deeppcb_r
     assert (full["epochs"], full["imgsz"], full.get("val", True)) == (pcb["epochs"], pcb["imgsz"], True)
     (zero_shot,) = [x.split()[1:] for x in lines if "zero_shot.py" in x and "pretrain-no-pcb" in x]
     assert f"data={data}/deeppcb/data.yaml" in zero_shot and "imgsz=320" in zero_shot
+
+
+def test_the_frozen_text_transfer_repeats_step_12_for_the_open_vocabulary_start_only(calls):
+    _, out, lines = calls
+    parsed = benchmarks_by_name(lines)
+    for pct in (5, 25):
+        frozen, step12 = parsed[f"deeppcb-{pct}pct-frozen-text"], parsed[f"deeppcb-{pct}pct"]
+        assert frozen["freeze_text"] is True and "freeze_text" not in step12
+        assert frozen["models"] == str(out / "pretrain-no-pcb" / "dsmoe-ov-lite-yolov8n-union.pt")
+        differs = ("models", "name", "freeze_text")
+        assert {k: v for k, v in frozen.items() if k not in differs} == {
+            k: v for k, v in step12.items() if k not in differs
+        }

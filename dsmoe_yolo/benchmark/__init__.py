@@ -29,7 +29,9 @@ sized and timed once. The run dir holds:
 Notes:
     - Every run gets the same data, epochs, imgsz, batch, nbs, optimizer, lr0, patience, fraction and val, and trains
       with ``deterministic=True``; pretrained ``.pt`` and from-scratch ``.yaml`` models can be mixed. ``val=False``
-      validates only after the last epoch, so ``best.pt`` is the final weights.
+      validates only after the last epoch, so ``best.pt`` is the final weights. ``freeze_text=True`` keeps each
+      model's class text (its ``ClassText`` rows, via Ultralytics' ``freeze``) fixed while it trains; a model
+      without class text trains whole.
     - ``jobs>1`` trains in worker subprocesses (``train.py``; logs in ``<run dir>/logs/``). Ultralytics trains with
       (cores - 1) threads, capped at 8.
     - Latency is measured on the CPU in this same process for every model, whatever ``device`` trained them: float32,

@@ -125,6 +125,7 @@ def run_benchmark(
     seeds: str | int | list[int] | None = None,
     jobs: int = 1,
     val: bool = True,
+    freeze_text: bool = False,
 ) -> dict:
     """Train each model with each seed on ``data`` with identical settings, evaluate, time on the CPU, write tables.
 
@@ -152,6 +153,8 @@ def run_benchmark(
         jobs: Trainings at once (``jobs>1``: each in a worker subprocess, log in ``<run dir>/logs/``).
         val: Validate after every epoch (Ultralytics' ``val``); ``False`` validates only after the last one, so
             ``best.pt`` is the final epoch's weights: much cheaper when the training set is small beside the val split.
+        freeze_text: Keep each model's class text fixed while it trains (Ultralytics ``freeze=`` with the model's
+            ``ClassText`` rows, recorded in its ``args.yaml``); models without class text (YOLOv8n) train whole.
 
     Returns:
         ``{"rows", "runs", "per_class", "failures", "save_dir", "markdown", "csv", "per_class_csv", "chart"}``: one row
@@ -187,8 +190,14 @@ def run_benchmark(
         val=val,
     )
     all_runs = settings.make_runs(model_list, seed_list, run_dir)
+    frozen = {m: settings.class_text_layers(m) for m in model_list} if freeze_text else {}
+
+    def run_args(run: Run) -> dict:
+        """One run's train args: the shared ones, its seed, and its frozen ClassText rows (``freeze_text``)."""
+        return {**train_args, "seed": run.seed, **({"freeze": frozen[run.model]} if frozen.get(run.model) else {})}
+
     for run in all_runs:  # before anything trains: an existing folder must hold the same experiment
-        runs.check_recorded_args(run.dir, run.model, {**train_args, "seed": run.seed, "deterministic": True})
+        runs.check_recorded_args(run.dir, run.model, {**run_args(run), "deterministic": True})
     seed_arg = {"seeds": seed_list} if seeds not in (None, "") else {"seed": seed_list[0]}
     command = report.command_line(
         {
@@ -212,11 +221,13 @@ def run_benchmark(
             "nbs": nbs,
             "jobs": checked["jobs"],
             "val": bool(val),
+            "freeze_text": True if freeze_text else None,
         }
     )
     threads = torch.get_num_threads()  # the caller's setting, before Ultralytics' select_device changes it
     cfg = {
         "train": train_args,
+        "frozen": frozen,
         "seeds": seed_list,
         "latency_runs": checked["latency_runs"],
         "onnx": bool(onnx),
@@ -228,7 +239,7 @@ def run_benchmark(
     jobs = checked["jobs"]
 
     def start(run: Run, resume: bool):
-        args = {**train_args, "seed": run.seed}
+        args = run_args(run)
         if jobs == 1:
             return train.InProcess(run.model, run.dir, args, resume)
         return train.Worker(run.model, run.dir, args, resume, run_dir / "logs" / f"{run.name}.log")

@@ -146,9 +146,15 @@ def _settings_line(cfg: dict, threads: int) -> str:
     train = ", ".join(f"{k}={v}" for k, v in cfg["train"].items())
     seeds = ",".join(str(s) for s in cfg["seeds"])
     imgsz = cfg["train"]["imgsz"]
+    frozen = "; ".join(f"{model_label(m)}: rows {rows}" for m, rows in cfg.get("frozen", {}).items() if rows)
     return (
         f"Settings (identical for every model): {train}, seed={seeds} (one run per seed), deterministic=True. "
-        f"Latency: CPU, float32, batch 1, 1x3x{imgsz}x{imgsz}, median of {cfg['latency_runs']} runs after {WARMUP} "
+        + (
+            f"Class text frozen while training (freeze_text=True; Ultralytics freeze= of the ClassText rows, {frozen}). "
+            if frozen
+            else ""
+        )
+        + f"Latency: CPU, float32, batch 1, 1x3x{imgsz}x{imgsz}, median of {cfg['latency_runs']} runs after {WARMUP} "
         f"warm-ups, {threads_text(threads)} (torch {torch.__version__}, onnxruntime {ort_version()}, "
         f"ONNX opset {OPSET})."
     )

@@ -41,6 +41,7 @@ COMPARED = (
     "lr0",
     "deterministic",
     "val",
+    "freeze",
 )
 
 
@@ -91,7 +92,7 @@ def check_recorded_args(train_dir: Path, model: str, requested: dict) -> None:
     """Raise ConfigError naming ``train_dir`` and the keys whose ``args.yaml`` value differs from ``requested``.
 
     ``requested`` holds the run's train args (including ``seed`` and ``deterministic``); an absent ``lr0`` means
-    Ultralytics' default. A folder without ``args.yaml`` passes (nothing was recorded). A resumed run's ``args.yaml``
+    Ultralytics' default, an absent ``freeze`` nothing frozen. A folder without ``args.yaml`` passes (nothing was recorded). A resumed run's ``args.yaml``
     holds the checkpoint's args, in which Ultralytics replaced ``optimizer=auto`` (and its ``lr0``) by its choice and
     ``model`` by the ``last.pt``: those are accepted. The recorded ``model`` is otherwise compared by file name.
     """
@@ -102,6 +103,7 @@ def check_recorded_args(train_dir: Path, model: str, requested: dict) -> None:
         return
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     wanted = dict(requested)
+    wanted.setdefault("freeze", None)
     if "lr0" not in wanted:
         from ultralytics.cfg import DEFAULT_CFG_DICT
 

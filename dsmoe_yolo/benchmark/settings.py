@@ -12,6 +12,7 @@ __all__ = (
     "MIN_LATENCY_RUNS",
     "Run",
     "check_args",
+    "class_text_layers",
     "resolve_data",
     "make_run_dir",
     "make_runs",
@@ -142,6 +143,20 @@ def make_runs(models: list[str], seeds: list[int], run_dir: Path) -> list[Run]:
     """Every (model, seed) training, seed-major: all models with the first seed come first."""
     stems = _stems(models)
     return [Run(m, s, seed, run_dir / f"{s}-seed{seed}") for seed in seeds for m, s in zip(models, stems)]
+
+
+def class_text_layers(model: str) -> list[int]:
+    """Row indices of ``model``'s ``ClassText`` layers (``.yaml`` or ``.pt``); empty for a model without class text
+    (YOLOv8n). ``freeze_text=True`` hands them to Ultralytics' ``freeze`` so fine-tuning keeps the class text fixed."""
+    from ultralytics import YOLO
+
+    from dsmoe_yolo.nn.text import ClassText
+
+    try:
+        layers = YOLO(model).model.model
+    except Exception as e:
+        raise ConfigError(f"benchmark: model {model!r} could not be loaded to find its ClassText rows: {e}") from e
+    return [i for i, m in enumerate(layers) if isinstance(m, ClassText)]
 
 
 def train_args(checked: dict, data: Any, **kw: Any) -> dict:
