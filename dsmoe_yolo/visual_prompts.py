@@ -179,44 +179,39 @@ def class_prototypes(net, visual: dict[str, list[dict]], imgsz: int = 640, log=N
             f"pick fewer examples"
         )
     imgsz = max(32, int(imgsz) // 32 * 32)
-    proj = getattr(head, "visual_proj", None)  # a trained projection (PromptDetect(visual > 0)), else None
-    device = next(net.parameters()).device
-    dtype = next(net.parameters()).dtype
     was_training = net.training
     net.eval()
     out = {}
     try:
         with captured_outputs(list(head.cv3)) as feats:
             for name, entries in visual.items():
-                vectors = []
-                for entry in entries:
-                    im = _read(entry["image"], name)
-                    h, w = im.shape[:2]
-                    boxes = _boxes(
-                        entry["boxes"],
-                        w,
-                        h,
-                        name,
-                        entry["image"] if not isinstance(entry["image"], np.ndarray) else "array",
-                        log,
-                    )
-                    x, r, (left, top) = _letterbox(im, imgsz)
-                    net(x.to(device, dtype))
-                    levels = [_embedding(head, i, feats[i]) for i in range(head.nl)]
-                    letterboxed = torch.from_numpy(boxes * r + np.array([left, top, left, top], dtype=np.float32))
-                    sums, counts = pool_boxes(levels, letterboxed.to(levels[0].device), head.stride.tolist())
-                    pooled = torch.stack(
-                        [
-                            s / c if c > 0 else _centre_anchor(levels[0], b, imgsz)
-                            for s, c, b in zip(sums, counts, letterboxed)
-                        ]
-                    )
-                    pooled = F.normalize(pooled, dim=1)
-                    vectors.append(F.normalize(proj(pooled.to(proj.weight.dtype)).float(), dim=1) if proj else pooled)
+                vectors = [_example_vectors(net, feats, entry, name, imgsz, log) for entry in entries]
                 out[name] = F.normalize(torch.cat(vectors).mean(0), dim=0).float().cpu()
     finally:
         net.train(was_training)
     return out
+
+
+def _example_vectors(net, feats: dict, entry: dict, name: str, imgsz: int, log) -> torch.Tensor:
+    """(n_boxes, c_text) unit vectors of one example image's boxes: the head embeddings pooled inside each box (the
+    centre anchor for a box smaller than every cell), projected by ``visual_proj`` when the model has one."""
+    im = _read(entry["image"], name)
+    h, w = im.shape[:2]
+    source = entry["image"] if not isinstance(entry["image"], np.ndarray) else "array"
+    boxes = _boxes(entry["boxes"], w, h, name, source, log)
+    x, r, (left, top) = _letterbox(im, imgsz)
+    weight = next(net.parameters())
+    net(x.to(weight.device, weight.dtype))  # fills feats through the hooks on head.cv3
+    head = net.model[-1]
+    levels = [_embedding(head, i, feats[i]) for i in range(head.nl)]
+    letterboxed = torch.from_numpy(boxes * r + np.array([left, top, left, top], dtype=np.float32))
+    sums, counts = pool_boxes(levels, letterboxed.to(levels[0].device), head.stride.tolist())
+    pooled = torch.stack(
+        [s / c if c > 0 else _centre_anchor(levels[0], b, imgsz) for s, c, b in zip(sums, counts, letterboxed)]
+    )
+    pooled = F.normalize(pooled, dim=1)
+    proj = getattr(head, "visual_proj", None)  # a trained projection (PromptDetect(visual > 0)), else None
+    return F.normalize(proj(pooled.to(proj.weight.dtype)).float(), dim=1) if proj else pooled
 
 
 def _embedding(head, i: int, e: torch.Tensor) -> torch.Tensor:
