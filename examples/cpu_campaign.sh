@@ -250,9 +250,18 @@ dsmoe benchmark data="$PCB" models="$PCB_UNION" epochs=40 imgsz=320 batch=16 see
 # 13. Why the open-vocabulary start names DeepPCB's classes worse (issue 32): fine-tuning on few labels pulls the six
 #     refined class-text rows together (mean pairwise cosine 0.58 from the union start, 0.84 after the 5 % fine-tune).
 #     The same transfer as step 12 with the class text frozen (freeze_text=True: Ultralytics freeze= of the ClassText
-#     row), read against step 12's rows.
+#     row), read against step 12's rows; then the class rows' similarity before and after every open-vocabulary
+#     fine-tune of steps 11-13 (on NEU-DET the fine-tunes pull the rows apart).
 for pct_epochs in 5:100 25:40; do
     pct=${pct_epochs%:*}
     dsmoe benchmark data="$OUT/subsets/deeppcb-$pct.yaml" models="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" \
         epochs="${pct_epochs#*:}" "${FEW_PCB[@]}" freeze_text=True name="deeppcb-${pct}pct-frozen-text"
+done
+tuned() { printf '%s,' "$OUT"/$1/dsmoe-ov-lite-*-seed[01]/weights/last.pt; }
+python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" \
+    models="$(tuned deeppcb-5pct)$(tuned deeppcb-25pct)$(tuned deeppcb-5pct-frozen-text)$(tuned deeppcb-25pct-frozen-text)" \
+    out="$OUT/class-text-similarity-deeppcb.md"
+for variant in routed dense; do
+    python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n-union.pt" \
+        models="$(tuned neu-det-5pct-$variant)$(tuned neu-det-25pct-$variant)" out="$OUT/class-text-similarity-neu-det-$variant.md"
 done

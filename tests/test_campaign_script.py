@@ -276,3 +276,11 @@ def test_the_frozen_text_transfer_repeats_step_12_for_the_open_vocabulary_start_
         assert {k: v for k, v in frozen.items() if k not in differs} == {
             k: v for k, v in step12.items() if k not in differs
         }
+    similarity = [x for x in lines if "class_text_similarity.py" in x]
+    assert [x.split("start=")[1].split()[0] for x in similarity] == [
+        str(out / f"pretrain-no-{held}" / f"{model}-union.pt")
+        for held, model in [("pcb", PRETRAINED[0]), *(("neu", v) for v in VARIANTS)]
+    ]
+    assert all(
+        f"{out}/deeppcb-{p}/" in similarity[0] for p in ("5pct", "25pct", "5pct-frozen-text", "25pct-frozen-text")
+    )

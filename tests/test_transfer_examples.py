@@ -223,3 +223,30 @@ def test_held_out_k_shot_on_a_trained_visual_path_adds_pooled_rows_and_can_skip_
         "text + visual 1-shot, pooled (no training)",
     ]
     assert not (tmp_path / "k").exists()  # nothing trained
+
+
+def test_mean_pairwise_cosine_is_one_for_equal_rows_and_zero_for_orthogonal_ones(load_example):
+    cosine = load_example("class_text_similarity").mean_pairwise_cosine
+    assert cosine(torch.ones(3, 4)) == pytest.approx(1.0)
+    assert cosine(torch.eye(4)) == pytest.approx(0.0)
+    assert cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="at least two"):
+        cosine(torch.ones(1, 4))
+
+
+def test_class_text_similarity_compares_a_start_and_its_fine_tuned_rows(load_example, pcb_checkpoint, tmp_path):
+    from ultralytics import YOLO
+
+    module = load_example("class_text_similarity")
+    start = tmp_path / "start.pt"
+    YOLO("dsmoe-ov-lite-yolov8n.yaml").save(str(start))
+    out = tmp_path / "similarity.md"
+    module.main([f"start={start}", f"models={pcb_checkpoint}", f"out={out}"])
+    (row,) = [line for line in out.read_text().splitlines() if line.startswith(f"| {pcb_checkpoint} |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "6"  # DeepPCB's classes
+    raw, before, after = (float(c) for c in cells[2:5])
+    assert -1.0 <= raw <= 1.0 and -1.0 <= before <= 1.0
+    assert before != after  # the untrained start and the checkpoint refine the same prompts with other weights
+    with pytest.raises(ValueError, match="no ClassText"):
+        module.class_text("yolov8n.yaml")
