@@ -257,11 +257,19 @@ for pct_epochs in 5:100 25:40; do
     dsmoe benchmark data="$OUT/subsets/deeppcb-$pct.yaml" models="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" \
         epochs="${pct_epochs#*:}" "${FEW_PCB[@]}" freeze_text=True name="deeppcb-${pct}pct-frozen-text"
 done
+#     And on NEU-DET from step 11's dense-layer start (step 6's own start is rebuilt by step 6 on a fresh machine; the
+#     dense variant's unfrozen rows are step 11's).
+for pct_epochs in 5:100 25:40; do
+    pct=${pct_epochs%:*}
+    dsmoe benchmark data="$OUT/subsets/neu-det-$pct.yaml" models="$OUT/pretrain-no-neu/dsmoe-ov-lite-dense-yolov8n-union.pt" \
+        epochs="${pct_epochs#*:}" "${FEW[@]}" freeze_text=True name="neu-det-${pct}pct-dense-frozen-text"
+done
 tuned() { printf '%s,' "$OUT"/$1/dsmoe-ov-lite-*-seed[01]/weights/last.pt; }
 python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" \
     models="$(tuned deeppcb-5pct)$(tuned deeppcb-25pct)$(tuned deeppcb-5pct-frozen-text)$(tuned deeppcb-25pct-frozen-text)" \
     out="$OUT/class-text-similarity-deeppcb.md"
 for variant in routed dense; do
     python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-neu/dsmoe-ov-lite-$variant-yolov8n-union.pt" \
-        models="$(tuned neu-det-5pct-$variant)$(tuned neu-det-25pct-$variant)" out="$OUT/class-text-similarity-neu-det-$variant.md"
+        models="$(tuned neu-det-5pct-$variant)$(tuned neu-det-25pct-$variant)" \
+        out="$OUT/class-text-similarity-neu-det-$variant.md"
 done

@@ -56,7 +56,7 @@ def benchmarks_by_name(lines: list[str]) -> dict[str, dict]:
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 19
+    assert len(benchmarks) == 21
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -83,6 +83,8 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "deeppcb-union-start",
         "deeppcb-5pct-frozen-text",
         "deeppcb-25pct-frozen-text",
+        "neu-det-5pct-dense-frozen-text",
+        "neu-det-25pct-dense-frozen-text",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -265,7 +267,7 @@ def test_deeppcb_held_out_is_pretrained_like_step_6_and_transferred_at_deeppcb_r
     assert f"data={data}/deeppcb/data.yaml" in zero_shot and "imgsz=320" in zero_shot
 
 
-def test_the_frozen_text_transfer_repeats_step_12_for_the_open_vocabulary_start_only(calls):
+def test_the_frozen_text_transfers_repeat_steps_11_and_12_for_the_open_vocabulary_starts(calls):
     _, out, lines = calls
     parsed = benchmarks_by_name(lines)
     for pct in (5, 25):
@@ -275,6 +277,11 @@ def test_the_frozen_text_transfer_repeats_step_12_for_the_open_vocabulary_start_
         differs = ("models", "name", "freeze_text")
         assert {k: v for k, v in frozen.items() if k not in differs} == {
             k: v for k, v in step12.items() if k not in differs
+        }
+        neu, step11 = parsed[f"neu-det-{pct}pct-dense-frozen-text"], parsed[f"neu-det-{pct}pct-dense"]
+        assert neu["freeze_text"] is True and neu["models"] == step11["models"]
+        assert {k: v for k, v in neu.items() if k not in differs} == {
+            k: v for k, v in step11.items() if k not in differs
         }
     similarity = [x for x in lines if "class_text_similarity.py" in x]
     assert [x.split("start=")[1].split()[0] for x in similarity] == [
