@@ -62,11 +62,17 @@ def similarity_row(start_text, tuned: str) -> dict:
     }
 
 
+def run_label(model: str) -> str:
+    """``<benchmark>/<run>`` for a training's ``.../<benchmark>/<run>/weights/<file>.pt``, else the path as given."""
+    path = Path(model)
+    return f"{path.parents[2].name}/{path.parents[1].name}" if path.parent.name == "weights" else model
+
+
 def similarity_table(start: str, models: list[str]) -> str:
     """Markdown table: one row per fine-tuned checkpoint."""
     start_text = class_text(start)
     lines = [
-        f"Mean pairwise cosine of the class rows (start: `{start}`).",
+        f"Mean pairwise cosine of the class rows (start: `{Path(start).parent.name}/{Path(start).name}`).",
         "",
         "| checkpoint | classes | raw text embeddings | refined rows, start | refined rows, fine-tuned | most alike pair |",
         "|---|---:|---:|---:|---:|---|",
@@ -74,7 +80,7 @@ def similarity_table(start: str, models: list[str]) -> str:
     for model in models:
         r = similarity_row(start_text, model)
         lines.append(
-            f"| {r['model']} | {r['classes']} | {r['raw']:.2f} | {r['start']:.2f} | {r['tuned']:.2f} | {r['pair']} |"
+            f"| {run_label(r['model'])} | {r['classes']} | {r['raw']:.2f} | {r['start']:.2f} | {r['tuned']:.2f} | {r['pair']} |"
         )
     return "\n".join(lines)
 

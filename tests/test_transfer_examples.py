@@ -230,6 +230,8 @@ def test_mean_pairwise_cosine_is_one_for_equal_rows_and_zero_for_orthogonal_ones
     assert cosine(torch.ones(3, 4)) == pytest.approx(1.0)
     assert cosine(torch.eye(4)) == pytest.approx(0.0)
     assert cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
+    label = load_example("class_text_similarity").run_label
+    assert label("/c/deeppcb-5pct/ov-seed0/weights/last.pt") == "deeppcb-5pct/ov-seed0" and label("a.pt") == "a.pt"
     with pytest.raises(ValueError, match="at least two"):
         cosine(torch.ones(1, 4))
 
