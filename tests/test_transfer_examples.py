@@ -230,25 +230,36 @@ def test_mean_pairwise_cosine_is_one_for_equal_rows_and_zero_for_orthogonal_ones
     assert cosine(torch.ones(3, 4)) == pytest.approx(1.0)
     assert cosine(torch.eye(4)) == pytest.approx(0.0)
     assert cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
-    label = load_example("class_text_similarity").run_label
-    assert label("/c/deeppcb-5pct/ov-seed0/weights/last.pt") == "deeppcb-5pct/ov-seed0" and label("a.pt") == "a.pt"
     with pytest.raises(ValueError, match="at least two"):
         cosine(torch.ones(1, 4))
+
+
+def test_a_training_checkpoint_is_named_by_its_benchmark_and_run_folders(load_example):
+    label = load_example("class_text_similarity").run_label
+    assert label("/c/deeppcb-5pct/ov-seed0/weights/last.pt") == "deeppcb-5pct/ov-seed0" and label("a.pt") == "a.pt"
 
 
 def test_class_text_similarity_compares_a_start_and_its_fine_tuned_rows(load_example, pcb_checkpoint, tmp_path):
     from ultralytics import YOLO
 
     module = load_example("class_text_similarity")
-    start = tmp_path / "start.pt"
-    YOLO("dsmoe-ov-lite-yolov8n.yaml").save(str(start))
+    start = tmp_path / "start.pt"  # the checkpoint's own weights, bound to other prompts (NEU-DET's)
+    model = YOLO(str(pcb_checkpoint))
+    model.set_classes("neu-det.yaml")
+    model.save(str(start))
+    start_text = module.class_text(str(start))
+    row = module.similarity_row(start_text, str(pcb_checkpoint))
+    assert row["classes"] == 6  # DeepPCB's classes, not the start's
+    assert row["start"] == pytest.approx(row["tuned"], abs=1e-5)  # same weights, same prompts: the same rows
+    with torch.no_grad():
+        assert module.mean_pairwise_cosine(start_text(None)) != pytest.approx(row["start"], abs=1e-5)  # not its own
+    assert -1.0 <= row["raw"] <= 1.0 and row["pair"].count(" / ") == 1
+
     out = tmp_path / "similarity.md"
     module.main([f"start={start}", f"models={pcb_checkpoint}", f"out={out}"])
-    (row,) = [line for line in out.read_text().splitlines() if line.startswith(f"| {pcb_checkpoint} |")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "6"  # DeepPCB's classes
-    raw, before, after = (float(c) for c in cells[2:5])
-    assert -1.0 <= raw <= 1.0 and -1.0 <= before <= 1.0
-    assert before != after  # the untrained start and the checkpoint refine the same prompts with other weights
+    (line,) = [x for x in out.read_text().splitlines() if x.startswith(f"| {pcb_checkpoint} |")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "6"
+    assert all(abs(float(c) - row[k]) <= 0.005 + 1e-5 for c, k in zip(cells[2:5], ("raw", "start", "tuned")))
     with pytest.raises(ValueError, match="no ClassText"):
         module.class_text("yolov8n.yaml")

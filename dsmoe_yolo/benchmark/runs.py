@@ -92,9 +92,10 @@ def check_recorded_args(train_dir: Path, model: str, requested: dict) -> None:
     """Raise ConfigError naming ``train_dir`` and the keys whose ``args.yaml`` value differs from ``requested``.
 
     ``requested`` holds the run's train args (including ``seed`` and ``deterministic``); an absent ``lr0`` means
-    Ultralytics' default, an absent ``freeze`` nothing frozen. A folder without ``args.yaml`` passes (nothing was recorded). A resumed run's ``args.yaml``
-    holds the checkpoint's args, in which Ultralytics replaced ``optimizer=auto`` (and its ``lr0``) by its choice and
-    ``model`` by the ``last.pt``: those are accepted. The recorded ``model`` is otherwise compared by file name.
+    Ultralytics' default, an absent ``freeze`` nothing frozen. A folder without ``args.yaml`` passes (nothing was
+    recorded). A resumed run's ``args.yaml`` holds the checkpoint's args, in which Ultralytics replaced
+    ``optimizer=auto`` (and its ``lr0``) by its choice and ``model`` by the ``last.pt``: those are accepted. The recorded
+    ``model`` is otherwise compared by file name.
     """
     import yaml
 
