@@ -273,3 +273,11 @@ for variant in routed dense; do
         models="$(tuned neu-det-5pct-$variant)$(tuned neu-det-25pct-$variant)" \
         out="$OUT/class-text-similarity-neu-det-$variant.md"
 done
+
+# 14. Keep the class rows apart instead of freezing them (issue 32): a copy of the DeepPCB-held-out union start whose
+#     ClassText row trains with the spread term (dsmoe_yolo.text_spread, weight 1: text_loss = mean over class pairs of
+#     max(0, cos) of the refined rows), the same 5 % transfer as steps 12 and 13, read against their rows.
+SPREAD_START="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union-spread.pt"
+python -m dsmoe_yolo.text_spread "$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" 1.0 "$SPREAD_START"
+dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models="$SPREAD_START" epochs=100 "${FEW_PCB[@]}" \
+    name=deeppcb-5pct-text-spread

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from dsmoe_yolo.errors import ConfigError
-from dsmoe_yolo.nn.base import YAMLLayer, text_cached
+from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, text_cached
 
-__all__ = ("ClassText", "sinusoidal_encoding")
+__all__ = ("ClassText", "row_overlap", "sinusoidal_encoding")
 
 
 def sinusoidal_encoding(n: int, dim: int) -> torch.Tensor:
@@ -42,6 +42,21 @@ def sinusoidal_encoding(n: int, dim: int) -> torch.Tensor:
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
     return pe
+
+
+def row_overlap(t: torch.Tensor) -> torch.Tensor:
+    """Mean over class pairs i < j of max(0, cos(T_i, T_j)) for rows T (nc >= 2, c): 0 when no two rows point alike.
+
+    Examples:
+        >>> row_overlap(torch.eye(3))
+        tensor(0.)
+        >>> row_overlap(torch.ones(2, 4))
+        tensor(1.)
+    """
+    unit = torch.nn.functional.normalize(t.float(), dim=-1)
+    cos = unit @ unit.T
+    i, j = torch.triu_indices(len(t), len(t), offset=1, device=t.device)
+    return cos[i, j].clamp_min(0).mean()
 
 
 class ClassText(YAMLLayer):
@@ -58,6 +73,7 @@ class ClassText(YAMLLayer):
             DeepSeek-R1-Distill-Qwen-1.5B). Binding embeddings of another width rebuilds the input projection.
         heads (int): Attention heads; must divide ``c2``.
         index_encoding (bool): Add the sinusoidal class-index encoding (off for open-vocabulary models).
+        spread (float): Weight of the class-row spread term while training (``dsmoe_yolo.text_spread``; 0: none).
 
     Attributes:
         embeddings (Tensor): (nc, embed_dim) buffer of frozen class embeddings, saved in checkpoints.
@@ -75,13 +91,22 @@ class ClassText(YAMLLayer):
     index_encoding: bool = True  # class default: checkpoints of earlier versions had it always on
 
     def __init__(
-        self, c1: int, c2: int, nc: int = 80, embed_dim: int = 384, heads: int = 4, index_encoding: bool = True
+        self,
+        c1: int,
+        c2: int,
+        nc: int = 80,
+        embed_dim: int = 384,
+        heads: int = 4,
+        index_encoding: bool = True,
+        spread: float = 0.0,
     ):
         super().__init__()
         if c2 % heads:
             raise ValueError(f"ClassText width {c2} must be divisible by heads={heads}; change heads or the width")
         if nc < 1 or embed_dim < 1:
             raise ValueError(f"ClassText needs nc >= 1 and embed_dim >= 1, got nc={nc}, embed_dim={embed_dim}")
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread >= 0:
+            raise ValueError(f"ClassText spread={spread!r} must be a non-negative number (0 adds no term)")
         self.c2, self.heads = c2, heads
         self.register_buffer("embeddings", torch.zeros(nc, embed_dim))
         self.proj = nn.Sequential(nn.Linear(embed_dim, c2), nn.LayerNorm(c2))
@@ -91,6 +116,7 @@ class ClassText(YAMLLayer):
         self.norm = nn.LayerNorm(c2)
         self.text_meta: dict = {}
         self.index_encoding = bool(index_encoding)
+        self.spread = float(spread)
 
     @property
     def nc(self) -> int:
@@ -166,7 +192,10 @@ class ClassText(YAMLLayer):
         Fused for inference, T is computed once per bound embeddings and the same tensor is returned on every call,
         which lets the text-guided layers downstream reuse what they derive from it (``text_cached``).
         """
-        return text_cached(self, "refined", self.embeddings, self.refine)
+        t = text_cached(self, "refined", self.embeddings, self.refine)
+        if self.training and getattr(self, "spread", 0.0) > 0 and len(t) > 1:
+            aux_outputs(self)["text_spread"] = row_overlap(t)
+        return t
 
     def refine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """T (nc, c2) = LN(T0' + MHA(T0')) of the frozen embeddings T0 (nc, embed_dim)."""

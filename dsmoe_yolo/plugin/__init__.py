@@ -15,7 +15,7 @@ safe globals, ``tasks.torch_safe_load``     DS-MoE checkpoints load under ``ULTR
 ``cfg.TASK2DATA`` + trainer callback        a DS-MoE model trained without ``data=`` uses ``dsmoe-synth.yaml``, not COCO
 ``DEFAULT_CFG`` keys                        ``gamma_p``/``gamma``/``gamma_alpha`` train args (gamma transform)
 ``data.dataset.v8_transforms``              inserts the gamma transform when ``gamma_p > 0``
-``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` selects the DS-MoE loss; + ``vis_loss`` (``visual_training``), + ``moe_loss`` (``routing_balance``)
+``DetectionModel.init_criterion``           ``loss: qfocal_ciou`` selects the DS-MoE loss; + ``vis_loss`` (``visual_training``), + ``moe_loss`` (``routing_balance``), + ``text_loss`` (``text_spread``)
 ``BaseModel.load``                          fine-tuning keeps the class-text provenance of transferred weights
 ``DetectionModel.__getstate__``             every pickled DS-MoE model carries its weights' digest, checked at load
 ``DetectionModel/Model.set_classes``        ``YOLO("best.pt").set_classes([...])`` for DS-MoE models only (``plugin.classes``)

@@ -145,7 +145,8 @@ def install_callbacks() -> None:
 def install_criterion(tasks) -> None:
     """``DetectionModel.init_criterion``: a YAML with ``loss: qfocal_ciou`` gets the DS-MoE loss, others stock; an
     open-vocabulary head with a trained visual path adds its alignment term (``visual_training``), a SparseMoE row
-    with ``balance`` its load-balance term (``routing_balance``)."""
+    with ``balance`` its load-balance term (``routing_balance``), a ClassText row with ``spread`` its class-row spread
+    term (``text_spread``)."""
     cls = tasks.DetectionModel
     stock = cls.init_criterion
     if getattr(stock, "_dsmoe_hook", None):
@@ -155,9 +156,11 @@ def install_criterion(tasks) -> None:
         from dsmoe_yolo.loss import criterion_for
         from dsmoe_yolo.plugin.union import masked_criterion
         from dsmoe_yolo.routing_balance import balance_criterion
+        from dsmoe_yolo.text_spread import spread_criterion
         from dsmoe_yolo.visual_training import visual_criterion
 
-        return visual_criterion(balance_criterion(masked_criterion(criterion_for(self) or stock(self)), self), self)
+        inner = balance_criterion(masked_criterion(criterion_for(self) or stock(self)), self)
+        return visual_criterion(spread_criterion(inner, self), self)
 
     init_criterion._dsmoe_hook, init_criterion.stock = "full", stock
     cls.init_criterion = init_criterion
