@@ -77,6 +77,7 @@ __all__ = (
     "switch_balance",
     "moe_balance",
     "AddedTermCriterion",
+    "LayerTermCriterion",
     "ciou_loss",
 )
 
@@ -348,3 +349,24 @@ class AddedTermCriterion:
         if name == "inner":  # unpickling: before __dict__ is filled
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+class LayerTermCriterion(AddedTermCriterion):
+    """An ``AddedTermCriterion`` whose term is the sum over ``layers`` of ``layer_term(layer, aux)``, each layer's
+    recorded auxiliary outputs read (and cleared) once per loss; None when no layer recorded anything."""
+
+    def __init__(self, inner, layers):
+        super().__init__(inner)
+        self.layers = list(layers)
+
+    def layer_term(self, layer, aux: dict) -> torch.Tensor | None:
+        """One layer's weighted part from its auxiliary outputs ``aux``, or None if it recorded none."""
+        raise NotImplementedError
+
+    def term(self, batch):
+        term = None
+        for layer in self.layers:
+            part = self.layer_term(layer, pop_aux_outputs(layer))
+            if part is not None:
+                term = part if term is None else term + part
+        return term

@@ -18,29 +18,20 @@ A model whose YAML selects the DS-MoE loss (``loss: qfocal_ciou`` / ``bce_iou``)
 from __future__ import annotations
 
 from dsmoe_yolo.errors import ConfigError
-from dsmoe_yolo.loss import AddedTermCriterion, loss_config, moe_balance
-from dsmoe_yolo.nn.base import pop_aux_outputs
+from dsmoe_yolo.loss import LayerTermCriterion, loss_config, moe_balance
 
 __all__ = ("RoutingBalanceCriterion", "balance_criterion")
 
 
-class RoutingBalanceCriterion(AddedTermCriterion):
+class RoutingBalanceCriterion(LayerTermCriterion):
     """Wraps a detection criterion: adds ``moe_loss`` (module docstring) for ``layers`` (SparseMoE with balance > 0)."""
 
     name = "moe_loss"
 
-    def __init__(self, inner, layers):
-        super().__init__(inner)
-        self.layers = list(layers)
-
-    def term(self, batch):
-        term = None
-        for layer in self.layers:
-            aux = pop_aux_outputs(layer)
-            if "moe_probs" in aux:
-                part = layer.balance * moe_balance(aux["moe_probs"], aux["moe_load"], "both")
-                term = part if term is None else term + part
-        return term
+    def layer_term(self, layer, aux):
+        if "moe_probs" in aux:
+            return layer.balance * moe_balance(aux["moe_probs"], aux["moe_load"], "both")
+        return None
 
 
 def balance_criterion(criterion, model):

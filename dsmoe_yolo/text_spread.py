@@ -25,29 +25,18 @@ from pathlib import Path
 import torch
 
 from dsmoe_yolo.errors import ConfigError
-from dsmoe_yolo.loss import AddedTermCriterion
-from dsmoe_yolo.nn.base import pop_aux_outputs
+from dsmoe_yolo.loss import LayerTermCriterion
 
 __all__ = ("TextSpreadCriterion", "spread_criterion", "with_text_spread")
 
 
-class TextSpreadCriterion(AddedTermCriterion):
+class TextSpreadCriterion(LayerTermCriterion):
     """Wraps a detection criterion: adds ``text_loss`` (module docstring) for ``layers`` (ClassText with spread > 0)."""
 
     name = "text_loss"
 
-    def __init__(self, inner, layers):
-        super().__init__(inner)
-        self.layers = list(layers)
-
-    def term(self, batch):
-        term = None
-        for layer in self.layers:
-            overlap = pop_aux_outputs(layer).get("text_spread")
-            if overlap is not None:
-                part = layer.spread * overlap
-                term = part if term is None else term + part
-        return term
+    def layer_term(self, layer, aux):
+        return layer.spread * aux["text_spread"] if "text_spread" in aux else None
 
 
 def spread_criterion(criterion, model):
