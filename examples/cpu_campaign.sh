@@ -281,3 +281,6 @@ SPREAD_START="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union-spread.pt"
 python -m dsmoe_yolo.text_spread "$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" 1.0 "$SPREAD_START"
 dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models="$SPREAD_START" epochs=100 "${FEW_PCB[@]}" \
     name=deeppcb-5pct-text-spread
+python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" \
+    models="$(tuned deeppcb-5pct-text-spread)$(tuned deeppcb-5pct-frozen-text)$(tuned deeppcb-5pct)" \
+    out="$OUT/class-text-similarity-deeppcb-spread.md"
