@@ -274,13 +274,17 @@ for variant in routed dense; do
         out="$OUT/class-text-similarity-neu-det-$variant.md"
 done
 
-# 14. Keep the class rows apart instead of freezing them (issue 32): a copy of the DeepPCB-held-out union start whose
-#     ClassText row trains with the spread term (dsmoe_yolo.text_spread, weight 1: text_loss = mean over class pairs of
-#     max(0, cos) of the refined rows), the same 5 % transfer as steps 12 and 13, read against their rows.
-SPREAD_START="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union-spread.pt"
-python -m dsmoe_yolo.text_spread "$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" 1.0 "$SPREAD_START"
-dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models="$SPREAD_START" epochs=100 "${FEW_PCB[@]}" \
-    name=deeppcb-5pct-text-spread
+# 14. Keep the class rows apart instead of freezing them (issue 32): copies of the DeepPCB-held-out union start whose
+#     ClassText row trains with the spread term (dsmoe_yolo.text_spread: text_loss = weight x mean over class pairs of
+#     max(0, cos) of the refined rows), weights 1 and 0.1, the same 5 % transfer as steps 12 and 13, read against
+#     their rows; then the class rows' similarity after each of those fine-tunes.
+for weight_tag in 1.0: 0.1:0.1; do
+    weight=${weight_tag%:*} tag=${weight_tag#*:}
+    start="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union-spread$tag.pt"
+    python -m dsmoe_yolo.text_spread "$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" "$weight" "$start"
+    dsmoe benchmark data="$OUT/subsets/deeppcb-5.yaml" models="$start" epochs=100 "${FEW_PCB[@]}" \
+        name="deeppcb-5pct-text-spread${tag:+-$tag}"
+done
 python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-pcb/dsmoe-ov-lite-yolov8n-union.pt" \
-    models="$(tuned deeppcb-5pct-text-spread)$(tuned deeppcb-5pct-frozen-text)$(tuned deeppcb-5pct)" \
+    models="$(tuned deeppcb-5pct-text-spread)$(tuned deeppcb-5pct-text-spread-0.1)$(tuned deeppcb-5pct-frozen-text)$(tuned deeppcb-5pct)" \
     out="$OUT/class-text-similarity-deeppcb-spread.md"

@@ -56,7 +56,7 @@ def benchmarks_by_name(lines: list[str]) -> dict[str, dict]:
 def test_every_benchmark_line_parses_and_checks(calls):
     data, out, lines = calls
     benchmarks = [line.split()[2:] for line in lines if line.startswith("dsmoe benchmark ")]
-    assert len(benchmarks) == 22
+    assert len(benchmarks) == 23
     parsed = [parse_args(tokens, COMMANDS["benchmark"], "benchmark") for tokens in benchmarks]
     defaults = {k: p.default for k, p in inspect.signature(run_benchmark).parameters.items()}
     for args in parsed:
@@ -86,6 +86,7 @@ def test_every_benchmark_line_parses_and_checks(calls):
         "neu-det-5pct-dense-frozen-text",
         "neu-det-25pct-dense-frozen-text",
         "deeppcb-5pct-text-spread",
+        "deeppcb-5pct-text-spread-0.1",
     }
     for closed, ov in (("neu-det", "neu-det-ov"), ("deeppcb", "deeppcb-ov")):  # step 5: steps 1 and 2's recipes
         same = {k: v for k, v in by_name[ov].items() if k not in ("models", "name", "seeds")}
@@ -294,18 +295,18 @@ def test_the_frozen_text_transfers_repeat_steps_11_and_12_for_the_open_vocabular
     )
 
 
-def test_the_text_spread_transfer_repeats_step_12_from_a_copy_of_its_start(calls):
+def test_the_text_spread_transfers_repeat_step_12_from_copies_of_its_start(calls):
     _, out, lines = calls
     start = out / "pretrain-no-pcb" / "dsmoe-ov-lite-yolov8n-union.pt"
-    copy = out / "pretrain-no-pcb" / "dsmoe-ov-lite-yolov8n-union-spread.pt"
-    assert f"python -m dsmoe_yolo.text_spread {start} 1.0 {copy}" in lines
     parsed = benchmarks_by_name(lines)
-    spread, step12 = parsed["deeppcb-5pct-text-spread"], parsed["deeppcb-5pct"]
-    assert spread["models"] == str(copy)
+    step12 = parsed["deeppcb-5pct"]
+    for weight, tag, name in (("1.0", "", "deeppcb-5pct-text-spread"), ("0.1", "0.1", "deeppcb-5pct-text-spread-0.1")):
+        copy = out / "pretrain-no-pcb" / f"dsmoe-ov-lite-yolov8n-union-spread{tag}.pt"
+        assert f"python -m dsmoe_yolo.text_spread {start} {weight} {copy}" in lines
+        assert parsed[name]["models"] == str(copy)
+        assert {k: v for k, v in parsed[name].items() if k not in ("models", "name")} == {
+            k: v for k, v in step12.items() if k not in ("models", "name")
+        }
     similarity = [x for x in lines if "class_text_similarity.py" in x][-1]
-    assert f"{out}/deeppcb-5pct-text-spread/" in similarity and similarity.endswith(
-        "class-text-similarity-deeppcb-spread.md"
-    )
-    assert {k: v for k, v in spread.items() if k not in ("models", "name")} == {
-        k: v for k, v in step12.items() if k not in ("models", "name")
-    }
+    assert all(f"{out}/deeppcb-5pct-text-spread{t}/" in similarity for t in ("", "-0.1"))
+    assert similarity.endswith("class-text-similarity-deeppcb-spread.md")
