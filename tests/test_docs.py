@@ -34,6 +34,7 @@ USER_FILES = {
     # written by a command shown beside them (the campaign's union and few-label data YAMLs)
     "union-no-neu.yaml",
     "union-no-pcb.yaml",
+    "union-no-patches.yaml",
     "neu-det-5.yaml",
     "neu-det-25.yaml",
     "deeppcb-5.yaml",
