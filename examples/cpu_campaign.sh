@@ -145,6 +145,9 @@ for held in crazing patches scratches; do
     pretrain "union-no-$held"
     python "$ROOT/examples/zero_shot.py" model="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
         data="$NEU" imgsz=224 batch=16 out="$OUT/zero-shot-no-$held.md"
+    python "$ROOT/examples/held_out_k_shot.py" model="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
+        data="$NEU" held="$held" yolo="$OUT/pretrain-no-$held/yolov8n/weights/best.pt" shots=1,5,10 seeds=0,1 \
+        replay=48 epochs=30 imgsz=224 project="$OUT/k-shot-$held-union" out="$OUT/k-shot-neu-det-$held-union.md"
 done
 
 # 10. The trained visual path (issue "Visual prompts", item 2): the open-vocabulary lite-n with the head's visual

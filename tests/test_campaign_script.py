@@ -188,11 +188,13 @@ def test_unseen_classes_are_measured_on_the_union_model_and_left_out_one_at_a_ti
         assert (ov_run[0], v8_run[0]) == ("model=dsmoe-ov-lite-yolov8n.yaml", "model=yolov8n.yaml")
         renamed = [a.replace("yolov8n", "dsmoe-ov-lite-yolov8n") if a.startswith("name=") else a for a in v8_run]
         assert ov_run[1:] == renamed[1:] and "imgsz=224" in ov_run
-        (k_shot,) = [
+        k_shots = [
             x.split()[1:] for x in lines if "held_out_k_shot.py" in x and f"held={held}" in x and "finetune=" not in x
         ]
-        assert f"model={out}/neu-det-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in k_shot
-        assert f"yolo={out}/neu-det-no-{held}/yolov8n/weights/best.pt" in k_shot and "shots=1,5,10" in k_shot
+        assert len(k_shots) == 2  # the in-domain start, then the union start
+        for k_shot, start in zip(k_shots, (f"neu-det-no-{held}", f"pretrain-no-{held}")):
+            assert f"model={out}/{start}/dsmoe-ov-lite-yolov8n/weights/best.pt" in k_shot
+            assert f"yolo={out}/{start}/yolov8n/weights/best.pt" in k_shot and "shots=1,5,10" in k_shot
         assert f"model={out}/pretrain-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in sum(runs["zero_shot.py"], [])
 
 
