@@ -41,7 +41,7 @@ class TextSpreadCriterion(LayerTermCriterion):
 
 def spread_criterion(criterion, model):
     """``criterion`` wrapped in ``TextSpreadCriterion`` when a ClassText of ``model`` asks for ``spread``, else as is."""
-    layers = [m for m in model.modules() if type(m).__name__ == "ClassText" and getattr(m, "spread", 0) > 0]
+    layers = [m for m in model.modules() if type(m).__name__ == "ClassText" and m.spread > 0]
     return TextSpreadCriterion(criterion, layers) if layers else criterion
 
 

@@ -24,10 +24,9 @@ def mean_pairwise_cosine(rows: torch.Tensor) -> float:
     """Mean cosine over the distinct pairs of rows of (n, d) ``rows`` (n >= 2)."""
     if len(rows) < 2:
         raise ValueError(f"need at least two class rows to compare, got {len(rows)}")
-    unit = F.normalize(rows.float(), dim=1)
-    sim = unit @ unit.T
-    n = len(rows)
-    return float((sim.sum() - sim.diagonal().sum()) / (n * n - n))
+    from dsmoe_yolo.nn.text import pair_cosines
+
+    return float(pair_cosines(rows).mean())
 
 
 def class_text(model: str):

@@ -31,7 +31,7 @@ from torch import nn
 from dsmoe_yolo.errors import ConfigError
 from dsmoe_yolo.nn.base import YAMLLayer, aux_outputs, text_cached
 
-__all__ = ("ClassText", "row_overlap", "sinusoidal_encoding")
+__all__ = ("ClassText", "pair_cosines", "row_overlap", "sinusoidal_encoding")
 
 
 def sinusoidal_encoding(n: int, dim: int) -> torch.Tensor:
@@ -44,6 +44,18 @@ def sinusoidal_encoding(n: int, dim: int) -> torch.Tensor:
     return pe
 
 
+def pair_cosines(t: torch.Tensor) -> torch.Tensor:
+    """Cosines of the distinct row pairs i < j of (n, c) rows ``t``: (n (n - 1) / 2,).
+
+    Examples:
+        >>> pair_cosines(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])).round(decimals=3)
+        tensor([0.7070, 0.0000, 0.7070])
+    """
+    unit = torch.nn.functional.normalize(t.float(), dim=-1)
+    i, j = torch.triu_indices(len(t), len(t), offset=1, device=t.device)
+    return (unit @ unit.T)[i, j]
+
+
 def row_overlap(t: torch.Tensor) -> torch.Tensor:
     """Mean over class pairs i < j of max(0, cos(T_i, T_j)) for rows T (nc >= 2, c): 0 when no two rows point alike.
 
@@ -53,10 +65,7 @@ def row_overlap(t: torch.Tensor) -> torch.Tensor:
         >>> row_overlap(torch.ones(2, 4))
         tensor(1.)
     """
-    unit = torch.nn.functional.normalize(t.float(), dim=-1)
-    cos = unit @ unit.T
-    i, j = torch.triu_indices(len(t), len(t), offset=1, device=t.device)
-    return cos[i, j].clamp_min(0).mean()
+    return pair_cosines(t).clamp_min(0).mean()
 
 
 class ClassText(YAMLLayer):
@@ -89,6 +98,7 @@ class ClassText(YAMLLayer):
     yaml_channels = "declared"
     produces_text = True
     index_encoding: bool = True  # class default: checkpoints of earlier versions had it always on
+    spread: float = 0.0  # class default: checkpoints of earlier versions have no spread term
 
     def __init__(
         self,
@@ -193,7 +203,7 @@ class ClassText(YAMLLayer):
         which lets the text-guided layers downstream reuse what they derive from it (``text_cached``).
         """
         t = text_cached(self, "refined", self.embeddings, self.refine)
-        if self.training and getattr(self, "spread", 0.0) > 0 and len(t) > 1:
+        if self.training and self.spread > 0 and len(t) > 1:
             aux_outputs(self)["text_spread"] = row_overlap(t)
         return t
 
