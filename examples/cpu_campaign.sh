@@ -148,6 +148,10 @@ for held in crazing patches scratches; do
     python "$ROOT/examples/held_out_k_shot.py" model="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
         data="$NEU" held="$held" yolo="$OUT/pretrain-no-$held/yolov8n/weights/best.pt" shots=1,5,10 seeds=0,1 \
         replay=48 epochs=30 imgsz=224 project="$OUT/k-shot-$held-union" out="$OUT/k-shot-neu-det-$held-union.md"
+    #    where the 5- and 10-image text fine-tunes put the held-out class's row among the six (its most alike pair)
+    python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
+        models="$(printf "$OUT/k-shot-$held-union/ov-k%s-seed%s/weights/last.pt," 5 0 5 1 10 0 10 1)" \
+        out="$OUT/class-text-similarity-neu-det-$held-union.md"
 done
 
 # 10. The trained visual path (issue "Visual prompts", item 2): the open-vocabulary lite-n with the head's visual

@@ -287,7 +287,7 @@ def test_the_frozen_text_transfers_repeat_steps_11_and_12_for_the_open_vocabular
         assert {k: v for k, v in neu.items() if k not in differs} == {
             k: v for k, v in step11.items() if k not in differs
         }
-    similarity = [x for x in lines if "class_text_similarity.py" in x and "spread" not in x]  # step 14's: its own test
+    similarity = [x for x in lines if "class_text_similarity.py" in x and "spread" not in x and "k-shot-" not in x]
     assert [x.split("start=")[1].split()[0] for x in similarity] == [
         str(out / f"pretrain-no-{held}" / f"{model}-union.pt")
         for held, model in [("pcb", PRETRAINED[0]), *(("neu", v) for v in VARIANTS)]
@@ -312,3 +312,15 @@ def test_the_text_spread_transfers_repeat_step_12_from_copies_of_its_start(calls
     similarity = [x for x in lines if "class_text_similarity.py" in x][-1]
     assert all(f"{out}/deeppcb-5pct-text-spread{t}/" in similarity for t in ("", "-0.1"))
     assert similarity.endswith("class-text-similarity-deeppcb-spread.md")
+
+
+def test_each_union_class_held_out_gets_its_k_shot_rows_compared_with_the_start(calls):
+    """Step 9's union loop: after the k-shot table, the class-text similarity of the held-out class's fine-tunes."""
+    _, out, lines = calls
+    similarity = [x for x in lines if "class_text_similarity.py" in x and "k-shot-" in x]
+    assert len(similarity) == 3
+    for held, line in zip(("crazing", "patches", "scratches"), similarity):
+        assert f"start={out}/pretrain-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in line
+        runs = [f"{out}/k-shot-{held}-union/ov-k{k}-seed{s}/weights/last.pt" for k in (5, 10) for s in (0, 1)]
+        assert line.split("models=")[1].split()[0].rstrip(",").split(",") == runs
+        assert line.endswith(f"class-text-similarity-neu-det-{held}-union.md")

@@ -35,6 +35,7 @@ USER_FILES = {
     "union-no-neu.yaml",
     "union-no-pcb.yaml",
     "union-no-patches.yaml",
+    "union-no-scratches.yaml",
     "neu-det-5.yaml",
     "neu-det-25.yaml",
     "deeppcb-5.yaml",
