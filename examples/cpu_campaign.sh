@@ -143,14 +143,14 @@ for held in crazing patches scratches; do
     printf 'yolo_data:\n  - %s\n  - %s\n  - %s\n  - %s\n' "$PCB" "$DATA/kolektorsdd/data.yaml" \
         "$DATA/crackforest/data.yaml" "$OUT/loco/neu-det-no-$held/data.yaml" > "$OUT/union-no-$held.yaml"
     pretrain "union-no-$held"
-    python "$ROOT/examples/zero_shot.py" model="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
-        data="$NEU" imgsz=224 batch=16 out="$OUT/zero-shot-no-$held.md"
-    python "$ROOT/examples/held_out_k_shot.py" model="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
-        data="$NEU" held="$held" yolo="$OUT/pretrain-no-$held/yolov8n/weights/best.pt" shots=1,5,10 seeds=0,1 \
-        replay=48 epochs=30 imgsz=224 project="$OUT/k-shot-$held-union" out="$OUT/k-shot-neu-det-$held-union.md"
+    ov="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt"
+    python "$ROOT/examples/zero_shot.py" model="$ov" data="$NEU" imgsz=224 batch=16 out="$OUT/zero-shot-no-$held.md"
+    python "$ROOT/examples/held_out_k_shot.py" model="$ov" data="$NEU" held="$held" \
+        yolo="$OUT/pretrain-no-$held/yolov8n/weights/best.pt" shots=1,5,10 seeds=0,1 replay=48 epochs=30 imgsz=224 \
+        project="$OUT/k-shot-$held-union" out="$OUT/k-shot-neu-det-$held-union.md"
     #    where the 5- and 10-image text fine-tunes put the held-out class's row among the six (its most alike pair)
-    python "$ROOT/examples/class_text_similarity.py" start="$OUT/pretrain-no-$held/dsmoe-ov-lite-yolov8n/weights/best.pt" \
-        models="$(printf "$OUT/k-shot-$held-union/ov-k%s-seed%s/weights/last.pt," 5 0 5 1 10 0 10 1)" \
+    tuned=("$OUT/k-shot-$held-union"/ov-k{5,10}-seed{0,1}/weights/last.pt)
+    python "$ROOT/examples/class_text_similarity.py" start="$ov" models="$(IFS=,; echo "${tuned[*]}")" \
         out="$OUT/class-text-similarity-neu-det-$held-union.md"
 done
 

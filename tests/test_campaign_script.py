@@ -322,5 +322,5 @@ def test_each_union_class_held_out_gets_its_k_shot_rows_compared_with_the_start(
     for held, line in zip(("crazing", "patches", "scratches"), similarity):
         assert f"start={out}/pretrain-no-{held}/dsmoe-ov-lite-yolov8n/weights/best.pt" in line
         runs = [f"{out}/k-shot-{held}-union/ov-k{k}-seed{s}/weights/last.pt" for k in (5, 10) for s in (0, 1)]
-        assert line.split("models=")[1].split()[0].rstrip(",").split(",") == runs
+        assert line.split("models=")[1].split()[0].split(",") == runs
         assert line.endswith(f"class-text-similarity-neu-det-{held}-union.md")
