@@ -21,7 +21,8 @@ Every row is validated on the full ``val`` split with all classes:
 - ``YOLOv8n new row k``: ``yolo`` given a row for ``held`` (the trained rows kept, ``binding.resize_head``), fine-tuned
   on the same set; ``YOLOv8n, no row`` (k = 0) is its score before (``held`` AP 0 by construction).
 
-``finetune=False`` leaves out the fine-tuned rows (the no-training rows take minutes, the fine-tunes hours).
+``finetune=False`` leaves out the fine-tuned rows (the no-training rows take minutes, the fine-tunes hours). With
+``model=`` left out (or empty) only the YOLOv8n rows are made: a closed-set start added to a table made before.
 
 Columns: ``held``'s AP50 and AP50-95, the other classes' mean AP50 (forgetting: read against the k = 0 rows) and
 mAP50, each mean ± std over the seeds. Finished fine-tunes are reused when the script runs again.
@@ -112,7 +113,7 @@ def _row(label: str, results: list, held: int) -> str:
 
 
 def k_shot_table(
-    data: str, held: str, ov: str, yolo: str | None = None, shots=(1, 5, 10), seeds=(0,), replay: int = 48,
+    data: str, held: str, ov: str | None, yolo: str | None = None, shots=(1, 5, 10), seeds=(0,), replay: int = 48,
     epochs: int = 30, imgsz: int = 224, batch: int = 16, project: str = "k-shot", finetune: bool = True, **val_args,
 ) -> str:  # fmt: skip
     """The Markdown table of the module docstring."""
@@ -123,15 +124,20 @@ def k_shot_table(
     from dsmoe_yolo.text.binding import is_open_vocabulary, set_classes
     from dsmoe_yolo.text.embed import resolve_prompts
 
-    if not is_open_vocabulary(YOLO(ov).model):
+    if not (ov or yolo):
+        raise SystemExit("give model= (an open-vocabulary DS-MoE checkpoint) and/or yolo= (a closed-set one)")
+    if ov and not is_open_vocabulary(YOLO(ov).model):
         raise SystemExit(f"{ov} is not an open-vocabulary DS-MoE model (dsmoe-ov-*.yaml)")
     info = check_det_dataset(data)
     names = ordered_names(info["names"])
     if held not in names:
         raise SystemExit(f"held={held!r} is not a class of {data} ({names})")
-    trained = set(map(str, YOLO(ov).names.values()))
-    if held in trained:
-        raise SystemExit(f"{ov} was trained on {held!r}: it is not held out (train it on leave_class_out.py's copy)")
+    trained = {start: sorted(map(str, YOLO(start).names.values())) for start in filter(None, (ov, yolo))}
+    for start, classes in trained.items():
+        if held in classes:
+            raise SystemExit(
+                f"{start} was trained on {held!r}: it is not held out (train it on leave_class_out.py's copy)"
+            )
     h, project_dir = names.index(held), Path(project).expanduser().resolve()
     described, _ = resolve_prompts(info, names, LOGGER.info)
     train = sorted(p for p in Path(info["train"]).rglob("*") if p.suffix[1:].lower() in IMG_FORMATS)
@@ -147,17 +153,19 @@ def k_shot_table(
             set_classes(m, **prompts, imgsz=imgsz)
         return m.val(data=data, imgsz=imgsz, batch=batch, plots=False, verbose=False, **val_args)
 
-    projected = getattr(YOLO(ov).model.model[-1], "visual_proj", None) is not None
+    projected = bool(ov) and getattr(YOLO(ov).model.model[-1], "visual_proj", None) is not None
 
     text_only = {"names": names, "prompts": described}
+    poolings = (False, True) if projected else ((False,) if ov else ())  # the no-training visual rows
     rows = [
-        f"Held out: {held}; {ov} trained on {sorted(trained)}. Fine-tunes: k images of {held} + {replay} replay "
-        f"images, {epochs} epochs at {imgsz} px; seeds {list(seeds)}.",
+        f"Held out: {held}; {ov or yolo} trained on {trained[ov or yolo]}. Fine-tunes: k images of {held} + {replay} "
+        f"replay images, {epochs} epochs at {imgsz} px; seeds {list(seeds)}.",
         "",
         f"| prompts / start | AP50 {held} | AP50-95 {held} | AP50 other classes | mAP50 |",
         "|---|---:|---:|---:|---:|",
-        _row("text, zero-shot (k = 0)", [val(ov, **text_only)], h),
     ]
+    if ov:
+        rows.append(_row("text, zero-shot (k = 0)", [val(ov, **text_only)], h))
     if yolo:
         rows.append(
             _row("YOLOv8n, no row (k = 0)", [val(with_new_row(yolo, names, project_dir / "yolov8n-new-row.pt"))], h)
@@ -167,24 +175,27 @@ def k_shot_table(
         for s, (shows, rest) in draws.items():
             boxes = [{"image": str(p), "boxes": [b for c, b in _labels(p) if c == h]} for p in shows[:k]]
             only_boxes = {n: (None if n == held else described[n]) for n in names}
-            for pooled in (False, True) if projected else (False,):
+            for pooled in poolings:
                 tag = "-pooled" if pooled else ""
                 got["visual" + tag].append(val(ov, pooled, names=only_boxes, visual={held: boxes}))
                 got["both" + tag].append(val(ov, pooled, **text_only, visual={held: boxes}))
             if not finetune:
                 continue
             subset = write_set(project_dir / f"k{k}-seed{s}", shows[:k] + rest, info)
-            got["text-ft"].append(val(fine_tune(ov, subset, project_dir / f"ov-k{k}-seed{s}", s, epochs, imgsz, batch)))
+            if ov:
+                run = project_dir / f"ov-k{k}-seed{s}"
+                got["text-ft"].append(val(fine_tune(ov, subset, run, s, epochs, imgsz, batch)))
             if yolo:
                 start = project_dir / "yolov8n-new-row.pt"
                 run = project_dir / f"yolov8n-k{k}-seed{s}"
                 got["yolo-ft"].append(val(fine_tune(start, subset, run, s, epochs, imgsz, batch)))
-        rows.append(_row(f"visual {k}-shot (no training)", got["visual"], h))
-        rows.append(_row(f"text + visual {k}-shot (no training)", got["both"], h))
+        if ov:
+            rows.append(_row(f"visual {k}-shot (no training)", got["visual"], h))
+            rows.append(_row(f"text + visual {k}-shot (no training)", got["both"], h))
         if projected:
             rows.append(_row(f"visual {k}-shot, pooled (no training)", got["visual-pooled"], h))
             rows.append(_row(f"text + visual {k}-shot, pooled (no training)", got["both-pooled"], h))
-        if finetune:
+        if ov and finetune:
             rows.append(_row(f"text fine-tune {k}-shot", got["text-ft"], h))
         if yolo and finetune:
             rows.append(_row(f"YOLOv8n new row, fine-tune {k}-shot", got["yolo-ft"], h))
@@ -201,11 +212,12 @@ def main(argv: list[str]) -> None:
             tuple(int(v) for v in (x if isinstance(x, (tuple, list)) else str(x).split(","))) for x in (shots, seeds)
         )
         return k_shot_table(
-            data, held, ov, yolo, ks, ss, int(replay), int(epochs), int(imgsz), int(batch), finetune=bool(finetune),
-            **kw,
+            data, held, ov or None, yolo, ks, ss, int(replay), int(epochs), int(imgsz), int(batch),
+            finetune=bool(finetune), **kw,
         )  # fmt: skip
 
-    table_main(argv, table)
+    model_given = any(a.startswith("model=") for a in argv)
+    table_main(argv if model_given else [*argv, "model="], table)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,16 @@ def test_held_out_k_shot_draws_nested_sets_and_fine_tunes_both_models(load_examp
     with pytest.raises(SystemExit, match="not held out"):
         k_shot.k_shot_table(str(data), "crazing", str(tmp_path / "ov.pt"), shots=(1,), project=str(project))
 
+    # no model=: the YOLOv8n rows alone, for a closed-set start added to an earlier table (its fine-tunes reused)
+    k_shot.main([f"data={data}", *args.split(), f"project={project}", f"out={tmp_path / 'y.md'}"])
+    rows = [line.split("|")[1].strip() for line in (tmp_path / "y.md").read_text().splitlines()[4:]]
+    assert rows == ["YOLOv8n, no row (k = 0)", *(f"YOLOv8n new row, fine-tune {k}-shot" for k in (1, 2))]
+    assert str(tmp_path / "v8.pt") in (tmp_path / "y.md").read_text().splitlines()[0]
+    with pytest.raises(SystemExit, match="not held out"):
+        k_shot.k_shot_table(str(data), "crazing", None, str(tmp_path / "v8.pt"), shots=(1,), project=str(project))
+    with pytest.raises(SystemExit, match="and/or yolo="):
+        k_shot.k_shot_table(str(data), "patches", None, shots=(1,), project=str(project))
+
 
 def test_held_out_k_shot_on_a_trained_visual_path_adds_pooled_rows_and_can_skip_fine_tunes(
     load_example, shared_copy, tmp_path
