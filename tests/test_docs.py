@@ -36,6 +36,7 @@ USER_FILES = {
     "union-no-pcb.yaml",
     "union-no-patches.yaml",
     "union-no-scratches.yaml",
+    "union-no-crazing.yaml",
     "neu-det-5.yaml",
     "neu-det-25.yaml",
     "deeppcb-5.yaml",
