@@ -235,6 +235,29 @@ def test_held_out_k_shot_on_a_trained_visual_path_adds_pooled_rows_and_can_skip_
     assert not (tmp_path / "k").exists()  # nothing trained
 
 
+def test_k_shot_chart_reads_a_table_made_in_two_runs_and_draws_one_panel_per_entry(load_example, tmp_path):
+    chart = load_example("k_shot_chart")
+    head = "Held out: patches; {} trained on ['a', 'b', 'c']. Fine-tunes: ...\n\n| prompts / start | AP50 patches |\n|---|\n"
+    (tmp_path / "ov.md").write_text(
+        head.format("ov.pt") + "| text, zero-shot (k = 0) | 0.042 |\n| visual 5-shot (no training) | 0.011 ± 0.002 |\n"
+        "| text fine-tune 10-shot | 0.440 ± 0.139 |\n| text fine-tune 5-shot | 0.270 ± 0.120 |\n"
+    )  # fmt: skip
+    (tmp_path / "v8.md").write_text(
+        head.format("v8.pt") + "| YOLOv8n, no row (k = 0) | 0.000 |\n| YOLOv8n new row, fine-tune 5-shot | 0.167 ± 0.140 |\n"
+    )  # fmt: skip
+    title, series = chart.read_panel([tmp_path / "ov.md", tmp_path / "v8.md"])
+    assert title == "patches held out, start trained on 3 classes"
+    assert series == {
+        "OV, description fine-tuned": [(0, 0.042, 0.0), (5, 0.27, 0.12), (10, 0.44, 0.139)],
+        "YOLOv8n, new class row": [(0, 0.0, 0.0), (5, 0.167, 0.14)],
+    }
+    out = chart.draw([[tmp_path / "ov.md"], [tmp_path / "ov.md", tmp_path / "v8.md"]], tmp_path / "k.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "other.md").write_text("| a | b |\n")
+    with pytest.raises(SystemExit, match="not a held_out_k_shot.py table"):
+        chart.read_panel([tmp_path / "other.md"])
+
+
 def test_mean_pairwise_cosine_is_one_for_equal_rows_and_zero_for_orthogonal_ones(load_example):
     cosine = load_example("class_text_similarity").mean_pairwise_cosine
     assert cosine(torch.ones(3, 4)) == pytest.approx(1.0)
