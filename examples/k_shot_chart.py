@@ -77,6 +77,8 @@ def draw(panels: list[list[Path]], out: Path) -> Path:
 
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
+    if "panels" not in args:
+        raise SystemExit("usage: python examples/k_shot_chart.py panels=a.md,b.md+c.md [out=k-shot.png]")
     panels = [[Path(p) for p in entry.split("+")] for entry in args["panels"].split(",")]
     print(draw(panels, Path(args.get("out", "k-shot.png"))))
 

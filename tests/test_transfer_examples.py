@@ -256,6 +256,8 @@ def test_k_shot_chart_reads_a_table_made_in_two_runs_and_draws_one_panel_per_ent
     (tmp_path / "other.md").write_text("| a | b |\n")
     with pytest.raises(SystemExit, match="not a held_out_k_shot.py table"):
         chart.read_panel([tmp_path / "other.md"])
+    with pytest.raises(SystemExit, match="usage: .*panels="):
+        chart.main([f"out={tmp_path / 'k.png'}"])
 
 
 def test_mean_pairwise_cosine_is_one_for_equal_rows_and_zero_for_orthogonal_ones(load_example):
