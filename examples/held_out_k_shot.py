@@ -126,13 +126,14 @@ def k_shot_table(
 
     if not (ov or yolo):
         raise SystemExit("give model= (an open-vocabulary DS-MoE checkpoint) and/or yolo= (a closed-set one)")
-    if ov and not is_open_vocabulary(YOLO(ov).model):
+    starts = {start: YOLO(start) for start in filter(None, (ov, yolo))}  # each checkpoint loaded once for the checks
+    if ov and not is_open_vocabulary(starts[ov].model):
         raise SystemExit(f"{ov} is not an open-vocabulary DS-MoE model (dsmoe-ov-*.yaml)")
     info = check_det_dataset(data)
     names = ordered_names(info["names"])
     if held not in names:
         raise SystemExit(f"held={held!r} is not a class of {data} ({names})")
-    trained = {start: sorted(map(str, YOLO(start).names.values())) for start in filter(None, (ov, yolo))}
+    trained = {start: sorted(map(str, model.names.values())) for start, model in starts.items()}
     for start, classes in trained.items():
         if held in classes:
             raise SystemExit(
@@ -153,7 +154,7 @@ def k_shot_table(
             set_classes(m, **prompts, imgsz=imgsz)
         return m.val(data=data, imgsz=imgsz, batch=batch, plots=False, verbose=False, **val_args)
 
-    projected = bool(ov) and getattr(YOLO(ov).model.model[-1], "visual_proj", None) is not None
+    projected = bool(ov) and getattr(starts[ov].model.model[-1], "visual_proj", None) is not None
 
     text_only = {"names": names, "prompts": described}
     poolings = (False, True) if projected else ((False,) if ov else ())  # the no-training visual rows
